@@ -1,0 +1,171 @@
+"""Summary of the last call and exact MAC accounting with ``torch.utils.flop_counter``.
+
+Hooks note the (shapes of the) inputs of every module they skip or run on a token subset. MACs are
+counted lazily, when a summary is asked for, by running a weightless twin of the denoiser on the
+``meta`` device under :class:`~torch.utils.flop_counter.FlopCounterMode` (attention is counted there,
+unlike the default CPU SDPA kernel). A step's MACs are the full model's minus what its hooks skipped,
+plus the bookkeeping matmuls they report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_map
+from torch.utils.flop_counter import FlopCounterMode
+
+from .schedule import count_kinds
+from .state import CallState
+
+
+def _to_meta(x: Any) -> Any:
+    return torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x
+
+
+def count_macs(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = None) -> float:
+    """Multiply-accumulates of one forward of ``module`` (FLOPs / 2 as counted by flop_counter).
+
+    Run it on a ``meta``-device module and inputs so attention is counted and nothing is computed.
+    """
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(*args, **(kwargs or {}))
+    return counter.get_total_flops() / 2.0
+
+
+class MacBook:
+    """Remembers the input shapes of hooked modules and counts their MACs on a meta twin.
+
+    Args:
+        model: the real denoiser; its class and config build the twin.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.inputs: dict[tuple, tuple[tuple, dict]] = {}
+        self._macs: dict[tuple, float] = {}
+        self._twin: torch.nn.Module | None = None
+
+    def want(self, key: tuple | None, name: str, variant: Any) -> bool:
+        return (key, name, variant) not in self.inputs
+
+    def note(self, key: tuple | None, name: str, variant: Any, args: tuple, kwargs: dict) -> None:
+        """Record the shapes of one module call (``variant`` is ``"full"`` or a token count)."""
+        self.inputs[(key, name, variant)] = tree_map(_to_meta, (args, dict(kwargs)))
+
+    def twin(self) -> torch.nn.Module:
+        if self._twin is None:
+            dtype = next(self.model.parameters()).dtype
+            with torch.device("meta"):
+                twin = type(self.model).from_config(self.model.config)
+            self._twin = (twin.to(dtype) if dtype != torch.float32 else twin).eval()
+        return self._twin
+
+    def macs(self, key: tuple | None, name: str, variant: Any) -> float:
+        k = (key, name, variant)
+        if k not in self._macs:
+            if k not in self.inputs:
+                raise KeyError(f"no recorded inputs for module {name!r} ({variant}); was the step run?")
+            args, kwargs = self.inputs[k]
+            twin = self.twin()
+            module = twin.get_submodule(name) if name else twin
+            self._macs[k] = count_macs(module, args, kwargs)
+        return self._macs[k]
+
+
+@dataclass
+class Summary:
+    """What the last accelerated call did.
+
+    Attributes:
+        method: the config's method name.
+        steps_total / steps_full / steps_partial / steps_reused / steps_aggressive: step counts.
+        tokens_computed_fraction: over the token-level modules the method manages (pruned
+            self-attention for UNet methods; attn1/attn2/ff for transformer methods), tokens computed
+            divided by tokens the uncached model computes; skipped modules count as 0.
+        tokens_computed_by_module: the same fraction per module type.
+        macs_ratio: accelerated / baseline MACs of the denoiser over the call (exact for the plan
+            that ran, bookkeeping matmuls included).
+        macs_full_step: MACs of one baseline denoiser call (all CFG rows).
+        wall_time_s: wall-clock time from the first to the last denoiser call's end.
+        cache_bytes: bytes the caches held at the end of the call (freed afterwards).
+    """
+
+    method: str
+    steps_total: int = 0
+    steps_full: int = 0
+    steps_partial: int = 0
+    steps_reused: int = 0
+    steps_aggressive: int = 0
+    tokens_computed_fraction: float = 1.0
+    tokens_computed_by_module: dict[str, float] = field(default_factory=dict)
+    macs_ratio: float = 1.0
+    macs_full_step: float = 0.0
+    wall_time_s: float = 0.0
+    cache_bytes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        speed = 1.0 / self.macs_ratio if self.macs_ratio > 0 else float("inf")
+        return (
+            f"tokencache[{self.method}] {self.steps_total} steps "
+            f"(full {self.steps_full}, partial {self.steps_partial}, reused {self.steps_reused}, "
+            f"aggressive {self.steps_aggressive}); tokens computed {self.tokens_computed_fraction:.1%}; "
+            f"MACs {self.macs_ratio:.3f}x of baseline ({speed:.2f}x fewer); wall {self.wall_time_s:.3f}s; "
+            f"cache {self.cache_bytes / 2**20:.1f} MiB"
+        )
+
+
+def build_summary(method: str, state: CallState, book: MacBook, token_modules: dict[str, str]) -> Summary:
+    """Summarise the last finished call of ``state``.
+
+    Args:
+        method: method name for the report.
+        state: the denoiser's call state.
+        book: recorded module inputs for MAC counting.
+        token_modules: name -> module type ("attn1", "attn2", "ff") of token-level modules.
+    """
+    records = state.last_records
+    if not records:
+        return Summary(method=method)
+    kinds = count_kinds([r.action for r in records])
+    key = state.last_key
+    full = book.macs(key, "", "full")
+    total = 0.0
+    for r in records:
+        if r.action.kind == "reuse":
+            continue
+        step = full + r.overhead_macs
+        step -= sum(book.macs(key, n, "full") for n in r.skipped)
+        for n, (k, _n_tok) in r.partial.items():
+            step -= book.macs(key, n, "full") - (book.macs(key, n, k) if k > 0 else 0.0)
+        total += step
+    num: dict[str, float] = {}
+    den: dict[str, float] = {}
+    for r in records:
+        for name, mtype in token_modules.items():
+            den[mtype] = den.get(mtype, 0.0) + 1.0
+            if name in r.partial:
+                k, n_tok = r.partial[name]
+                num[mtype] = num.get(mtype, 0.0) + k / max(n_tok, 1)
+            elif name in r.computed_full:
+                num[mtype] = num.get(mtype, 0.0) + 1.0
+    by_module = {m: num.get(m, 0.0) / den[m] for m in den}
+    frac = sum(num.values()) / sum(den.values()) if den else 1.0
+    return Summary(
+        method=method,
+        steps_total=len(records),
+        steps_full=kinds["full"],
+        steps_partial=kinds["partial"],
+        steps_reused=kinds["reuse"],
+        steps_aggressive=kinds["aggressive"],
+        tokens_computed_fraction=frac,
+        tokens_computed_by_module=by_module,
+        macs_ratio=total / (full * len(records)) if full > 0 else 1.0,
+        macs_full_step=full,
+        wall_time_s=state.last_wall_time_s,
+        cache_bytes=state.last_cache_bytes,
+    )
