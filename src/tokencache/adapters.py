@@ -58,7 +58,7 @@ class Handle:
     state: CallState
     book: MacBook
     pipe: Any = None
-    hook_names: set[str] = field(default_factory=set)
+    hook_names: list[str] = field(default_factory=list)
     #: token-level module name -> type ("attn1", "attn2", "ff"), for the summary's token fractions.
     token_modules: dict[str, str] = field(default_factory=dict)
     scheduler: Any = None
@@ -67,7 +67,8 @@ class Handle:
         """Register ``hook`` on ``module`` under ``tokencache.<name>`` and track it for removal."""
         full = HOOK_PREFIX + name
         HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, full)
-        self.hook_names.add(full)
+        if full not in self.hook_names:
+            self.hook_names.append(full)
 
     def module_name(self, module: torch.nn.Module) -> str:
         for n, m in self.denoiser.named_modules():
@@ -76,8 +77,10 @@ class Handle:
         raise KeyError("module is not part of the denoiser")
 
     def remove_hooks(self) -> None:
+        # Outermost first: removing an inner hook that has ``new_forward`` before the hook wrapped
+        # around it would splice the chain wrongly.
         registry = HookRegistry.check_if_exists_or_initialize(self.denoiser)
-        for name in self.hook_names:
+        for name in reversed(self.hook_names):
             registry.remove_hook(name, recurse=True)
         self.hook_names.clear()
 

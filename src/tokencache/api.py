@@ -83,7 +83,15 @@ class _SchedulerWatch:
             scheduler.set_begin_index = set_begin_index
 
     def check(self) -> None:
-        """Before each denoiser call: follow a scheduler that was swapped after ``apply``."""
+        """Before each denoiser call: follow a swapped scheduler and the pipeline's real loop length.
+
+        Pipelines set ``_num_timesteps`` to the length of the loop they are about to run (after img2img
+        strength or SDXL ``denoising_end`` cut it), which is the number of denoiser calls we will see.
+        """
+        state = self.handle.state
+        loop_len = getattr(self.handle.pipe, "_num_timesteps", None)
+        if state._pending_num_steps is not None and isinstance(loop_len, int) and loop_len > 0:
+            state._pending_num_steps = loop_len
         sched = getattr(self.handle.pipe, "scheduler", None)
         if sched is not None and sched is not self.scheduler:
             self.attach(sched)

@@ -71,7 +71,8 @@ def resample_plan(plan: Sequence[T], num_steps: int, full: object = "full") -> l
     Plain :func:`resample` aliases periodic plans (a full step every 5 of 50 sampled at 10 steps lands
     on every full entry). Here the number of full steps is ``round(n_full * num_steps / len(plan))``
     (at least 1), placed at the relative positions of the plan's full entries (interpolated); every
-    other step takes the plan entry at its relative position, or the nearest non-full entry.
+    other step takes the most common non-full entry of the stretch of the plan it covers (the
+    first on ties), or the nearest non-full entry when that stretch holds only full entries.
 
     Args:
         plan: entries; ``full`` marks a full step and ``plan[0]`` should be one.
@@ -88,12 +89,12 @@ def resample_plan(plan: Sequence[T], num_steps: int, full: object = "full") -> l
     if not full_pos or not others:
         return base
     m = max(1, min(num_steps, round(len(full_pos) * num_steps / n)))
+    ext = [*full_pos, n]  # the plan's end acts as the next full position when interpolating
     chosen: list[int] = []
     for j in range(m):
         u = j * len(full_pos) / m
         lo = int(u)
-        hi = min(lo + 1, len(full_pos) - 1)
-        pos = full_pos[lo] + (u - lo) * (full_pos[hi] - full_pos[lo])
+        pos = ext[lo] + (u - lo) * (ext[lo + 1] - ext[lo])
         q = min(num_steps - 1, round(pos * num_steps / n))
         if chosen and q <= chosen[-1]:
             q = chosen[-1] + 1
@@ -105,9 +106,12 @@ def resample_plan(plan: Sequence[T], num_steps: int, full: object = "full") -> l
         if i in fulls:
             out.append(plan[full_pos[0]])
             continue
-        p = (i * n) // num_steps
-        nearest = min(others, key=lambda k: (abs(k - p), k))
-        out.append(plan[p] if plan[p] != full else plan[nearest])
+        lo, hi = (i * n) // num_steps, max((i * n) // num_steps + 1, ((i + 1) * n) // num_steps)
+        window = [e for e in plan[lo:hi] if e != full]
+        if not window:  # only full entries here: take the nearest other entry
+            p = min(others, key=lambda k: (abs(k - lo), k))
+            window = [plan[p]]
+        out.append(max(window, key=lambda e: (window.count(e), -window.index(e))))
     return out
 
 

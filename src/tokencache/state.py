@@ -81,6 +81,8 @@ class CallState:
             obj.clear()
 
     def _start(self, key: tuple) -> None:
+        if self.records and self.records is not self.last_records:
+            self._publish()  # a call whose loop ended early (or was interrupted) still gets a summary
         pending = self._pending_num_steps
         for obj in self.resettables:
             obj.clear()
@@ -110,13 +112,17 @@ class CallState:
             if device is not None and device.type == "cuda":
                 torch.cuda.synchronize(device)
             self.t_end = time.perf_counter()
-            self.last_records = self.records
-            self.last_wall_time_s = self.t_end - (self.t_start or self.t_end)
-            self.last_key = self.key
-            self.last_cfg = self.cfg
-            self.last_cache_bytes = self.cache_bytes()
+            self._publish()
             for obj in self.resettables:
                 obj.clear()
+
+    def _publish(self) -> None:
+        self.t_end = time.perf_counter() if self.t_end is None else self.t_end
+        self.last_records = self.records
+        self.last_wall_time_s = self.t_end - (self.t_start or self.t_end)
+        self.last_key = self.key
+        self.last_cfg = self.cfg
+        self.last_cache_bytes = self.cache_bytes()
 
     def cache_bytes(self) -> int:
         """Bytes currently held by the caches of this denoiser's hooks."""
