@@ -74,7 +74,7 @@ def test_gather_then_src_gather_recovers_kept_rows_exactly():
     kept, src, _ = T.select_pruned(x, base, num_prune=6)
     y = T.gather_tokens(T.gather_tokens(x, kept), src)
     for b in range(2):
-        for pos, tok in enumerate(kept[b].tolist()):
+        for tok in kept[b].tolist():
             assert torch.equal(y[b, tok], x[b, tok])
         assert set(base[b].tolist()) <= set(kept[b].tolist())
     assert kept.shape == (2, 10)

@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         try:
             mod = importlib.import_module(mod_name)
-        except ImportError as e:  # a subcommand whose module is missing says so when used
-            p.set_defaults(_missing=f"{name} is unavailable: {e}")
+            mod.add_arguments, mod.run  # noqa: B018
+        except (ImportError, AttributeError) as e:  # a subcommand that cannot load says why when used
+            p.set_defaults(_missing=f"tokencache {name} is unavailable: {e}")
             continue
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
