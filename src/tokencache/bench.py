@@ -127,7 +127,9 @@ def make_loop(
             pooled = cfgd.projection_class_embeddings_input_dim - 6 * cfgd.addition_time_embed_dim
             kwargs["added_cond_kwargs"] = {
                 "text_embeds": torch.randn(rows, pooled, generator=g).to(dev, dtype),
-                "time_ids": torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]] * rows).to(dev, dtype),
+                "time_ids": torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]] * rows).to(
+                    dev, dtype
+                ),
             }
     elif kind == "dit":
         labels = torch.arange(batch) % 1000
@@ -314,7 +316,8 @@ def _progress(total: int):
 def to_markdown(rows: list[Row], header: str = "") -> str:
     lines = [header] if header else []
     lines += [
-        "| config | loop s (median) | speedup | MACs/image (T) | MACs ratio | speedup / MAC reduction | PSNR vs baseline (dB) | cache MiB |",
+        "| config | loop s (median) | speedup | MACs/image (T) | MACs ratio | speedup / MAC reduction "
+        "| PSNR vs baseline (dB) | cache MiB |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
