@@ -70,3 +70,17 @@ def bench_args(argv):
     p = argparse.ArgumentParser()
     bench.add_arguments(p)
     return p.parse_args(argv)
+
+
+def test_failing_or_unknown_peer_gives_an_error_row(monkeypatch):
+    def broken(model, loop):
+        raise ImportError("No module named 'cache_dit'")
+
+    monkeypatch.setitem(bench.PEERS, "peer:broken", broken)
+    model = tiny_unet()
+    rows = bench.run_bench(model, {}, peers=["peer:broken", "peer:nope"], resolution=64, steps=3, repeats=1,
+                           warmup=0, progress=False)
+    by = {r.name: r for r in rows}
+    assert by["peer:broken"].error == "ImportError: No module named 'cache_dit'"
+    assert "unknown" in by["peer:nope"].error
+    assert not by["baseline"].error and by["baseline"].loop_s > 0

@@ -157,7 +157,50 @@ def make_loop(
             x = sched.step(out, t, x).prev_sample
         return x
 
+    loop.scheduler = sched  # type: ignore[attr-defined]  (peers such as DeepCache read it)
     return loop
+
+
+# ---- peers: other tools, run in the same loop where they install and run ---------------------------
+
+
+def _peer_tomesd(model: torch.nn.Module, loop: Any) -> Callable[[], None]:
+    import tomesd
+
+    tomesd.apply_patch(model, ratio=0.5)
+    return lambda: tomesd.remove_patch(model)
+
+
+def _peer_deepcache(model: torch.nn.Module, loop: Any) -> Callable[[], None]:
+    from types import SimpleNamespace
+
+    from DeepCache import DeepCacheSDHelper
+
+    helper = DeepCacheSDHelper(pipe=SimpleNamespace(unet=model, scheduler=loop.scheduler))
+    helper.set_params(cache_interval=3, cache_branch_id=0)
+    helper.enable()
+    return helper.disable
+
+
+def _peer_first_block_cache(model: torch.nn.Module, loop: Any) -> Callable[[], None]:
+    from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, apply_first_block_cache
+
+    apply_first_block_cache(model, FirstBlockCacheConfig(threshold=0.05))
+
+    def undo() -> None:
+        registry = HookRegistry.check_if_exists_or_initialize(model)
+        for name in list(registry.hooks):
+            registry.remove_hook(name, recurse=True)
+
+    return undo
+
+
+#: peer name -> enable(model, loop) returning a disable function. Installed with `pip install tokencache[peers]`.
+PEERS: dict[str, Callable[[torch.nn.Module, Any], Callable[[], None]]] = {
+    "peer:tomesd": _peer_tomesd,
+    "peer:deepcache": _peer_deepcache,
+    "peer:first-block-cache": _peer_first_block_cache,
+}
 
 
 def _sync(device: torch.device) -> None:
@@ -183,6 +226,7 @@ def run_bench(
     model: torch.nn.Module,
     configs: dict[str, BaseConfig],
     *,
+    peers: list[str] | tuple[str, ...] = (),
     resolution: int,
     steps: int = 50,
     batch: int = 1,
@@ -201,6 +245,8 @@ def run_bench(
         steps: denoising steps; guidance > 1 runs the CFG batch ``[uncond; cond]``.
         repeats: timed runs per config (median reported); ``warmup`` untimed runs first.
         compile: wrap the denoiser's blocks with ``torch.compile`` (regional compile).
+        peers: names from :data:`PEERS` to run in the same loop; a peer that fails to import or run
+            gets a row with its error (its MACs ratio is not counted: NaN).
 
     Returns:
         Rows, the baseline first; a config that fails gets a row with ``error`` set.
@@ -210,7 +256,7 @@ def run_bench(
     loop = make_loop(model, kind, resolution, batch, steps, guidance)
     if compile and hasattr(model, "compile_repeated_blocks"):
         model.compile_repeated_blocks()
-    names = ["baseline", *configs]
+    names = ["baseline", *configs, *peers]
     times: dict[str, list[float]] = {n: [] for n in names}
     outs: dict[str, torch.Tensor] = {}
     rows = {n: Row(n) for n in names}
@@ -218,7 +264,13 @@ def run_bench(
 
     def one(name: str, timed: bool) -> None:
         cfg = configs.get(name)
+        undo: Callable[[], None] | None = None
         try:
+            if name in PEERS:
+                rows[name].macs_ratio = float("nan")
+                undo = PEERS[name](model, loop)
+            elif name != "baseline" and cfg is None:
+                raise ValueError(f"peer {name!r} is unknown; allowed: {sorted(PEERS)}")
             if cfg is not None:
                 api.apply(model, cfg, num_inference_steps=steps, cfg=guidance > 1.0)
             _sync(device)
@@ -239,6 +291,11 @@ def run_bench(
         finally:
             if cfg is not None:
                 api.remove(model)
+            if undo is not None:
+                try:
+                    undo()
+                except Exception as e:
+                    rows[name].error = rows[name].error or f"disable failed: {type(e).__name__}: {e}"
 
     total = (warmup + repeats) * len(names)
     bar = _progress(total) if progress else None
@@ -260,7 +317,7 @@ def run_bench(
         row.loop_s = statistics.median(times[name])
         row.loop_s_min, row.loop_s_max = min(times[name]), max(times[name])
         row.speedup = base_t / row.loop_s
-        row.macs_per_image = macs_full * steps * row.macs_ratio / batch
+        row.macs_per_image = macs_full * steps * row.macs_ratio / batch  # NaN for peers (not counted)
         row.speedup_per_mac_reduction = row.speedup * row.macs_ratio
         row.psnr_vs_baseline = psnr(outs[name], outs["baseline"]) if name != "baseline" else float("inf")
         row.peak_mem_bytes = _peak_mem(device)
@@ -384,6 +441,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="sd15", help=f"one of {sorted(MODELS)} or a local diffusers checkpoint path")
     p.add_argument("--methods", default="dato:fast,dato:balanced,deepcache:balanced,tome:balanced",
                    help="comma-separated method:preset specs or config files")
+    p.add_argument("--peers", default="", help=f"comma-separated peers to run alongside: {sorted(PEERS)}")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("--batch", type=int, default=1)
@@ -415,7 +473,8 @@ def run(args: argparse.Namespace) -> int:
         res = args.resolution or model.config.sample_size * 8
     guidance = args.guidance if args.guidance is not None else (7.5 if kind == "unet" else 1.5)
     configs = {s: parse_method(s) for s in args.methods.split(",") if s}
-    rows = run_bench(model, configs, resolution=res, steps=args.steps, batch=args.batch, guidance=guidance,
+    peers = [s for s in args.peers.split(",") if s]
+    rows = run_bench(model, configs, peers=peers, resolution=res, steps=args.steps, batch=args.batch, guidance=guidance,
                      repeats=args.repeats, warmup=args.warmup, compile=args.compile)
     title = (f"{args.model} {res}x{res}, {args.steps} DDIM steps, CFG {guidance}, batch {args.batch}, "
              f"{args.dtype}, {args.device}, torch {torch.__version__}")

@@ -1,0 +1,122 @@
+"""Quality study: fidelity (PSNR vs the uncached output) against measured speedup, per method.
+
+Sweeps each method's strength on the trained reference models (tokencache.zoo), where caching
+errors are realistic, and plots one curve per method. Speedups are wall-clock ratios of the same
+sampling call in this process (CPU, so small models make fixed costs visible); MACs ratios are exact.
+
+    python benchmarks/quality.py --families unet,dit --steps 50 --per-digit 2 --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import tokencache as tc
+from tokencache import zoo
+from tokencache.metrics import class_accuracy, psnr
+
+
+def sweeps(family: str) -> dict[str, list[tuple[str, tc.config.BaseConfig]]]:
+    """method -> [(label, config)] from weakest to strongest."""
+    if family == "unet":
+
+        def uniform(k: int, depth: int) -> list:
+            return ["full" if i % k == 0 else depth for i in range(50)]
+
+        return {
+            "DaTo": [(f"N={k},r={r}", tc.DaToConfig(cache_plan=uniform(k, 1), prune_ratio=r))
+                     for k, r in ((2, 0.3), (3, 0.4), (5, 0.4), (8, 0.5))]
+            + [("fast", tc.DaToConfig.preset("fast"))],
+            "DeepCache-like": [(f"N={k}", tc.DeepCacheConfig(interval=k, branch=0)) for k in (2, 3, 5, 8)],
+            "ToMe-like": [(f"r={r}", tc.ToMeConfig(ratio=r)) for r in (0.3, 0.5, 0.7)],
+        }
+    out = {
+        "ToCa": [(f"N={k}", tc.ToCaConfig.preset("balanced", interval=k)) for k in (2, 3, 4, 6)],
+        "DuCa": [(p, tc.DuCaConfig.preset(p)) for p in ("quality", "balanced", "fast")],
+        "FORA-like": [(f"N={k}", tc.FORAConfig(interval=k)) for k in (2, 3, 4, 6)],
+    }
+    return out
+
+
+def timed_sample(family, pipe, digits, steps):
+    t0 = time.perf_counter()
+    img = zoo.sample(family, pipe, digits, seed=0, num_inference_steps=steps)
+    return img, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--families", default="unet,dit")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--per-digit", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per config (median)")
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    digits = [d for d in range(10) for _ in range(args.per_digit)]
+    clf = zoo.load_classifier()
+    results: dict[str, dict] = {}
+    for family in args.families.split(","):
+        pipe = zoo.load(family)
+        zoo.sample(family, pipe, digits[:2], seed=1, num_inference_steps=2)
+        base_times = []
+        base = None
+        for _ in range(args.repeats):
+            base, t = timed_sample(family, pipe, digits, args.steps)
+            base_times.append(t)
+        t_base = sorted(base_times)[len(base_times) // 2]
+        fam = results[family] = {"baseline_s": t_base, "baseline_acc": class_accuracy(base, digits, clf),
+                                 "methods": {}}
+        for method, points in sweeps(family).items():
+            rows = fam["methods"][method] = []
+            for label, cfg in points:
+                tc.apply(pipe, cfg)
+                try:
+                    times = []
+                    for _ in range(args.repeats):
+                        img, t = timed_sample(family, pipe, digits, args.steps)
+                        times.append(t)
+                    s = tc.summary(pipe)
+                finally:
+                    tc.remove(pipe)
+                t_m = sorted(times)[len(times) // 2]
+                rows.append({"label": label, "speedup": t_base / t_m, "macs_ratio": s.macs_ratio,
+                             "psnr": float(psnr(img, base)), "accuracy": class_accuracy(img, digits, clf)})
+                print(family, method, rows[-1], flush=True)
+    (out / "quality.json").write_text(json.dumps(results, indent=2))
+    plot(results, out / "quality.png")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
+    for ax, (family, fam) in zip(axes[0], results.items()):
+        for method, rows in fam["methods"].items():
+            xs = [r["speedup"] for r in rows]
+            ys = [r["psnr"] for r in rows]
+            ax.plot(xs, ys, marker="o", label=method)
+            for r in rows:
+                ax.annotate(r["label"], (r["speedup"], r["psnr"]), fontsize=6)
+        ax.set_xlabel("measured speedup (x)")
+        ax.set_ylabel("PSNR vs uncached (dB)")
+        ax.set_title(f"reference {family}")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()

@@ -1,0 +1,192 @@
+"""``tokencache demo``: every method on the bundled reference models, offline, in a few minutes.
+
+For each reference family (an SD-style UNet, a DiT, a PixArt-style transformer, all trained on
+scikit-learn's digits) it samples a fixed seeded batch with the baseline and with every method preset
+that applies, then reports measured speedup, exact MACs ratio, PSNR vs the baseline images, Frechet
+distance in the digit classifier's features and class accuracy. It writes an image grid (rows =
+methods), ``report.json`` and ``report.md`` to the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from . import api
+from .config import CONFIG_CLASSES, BaseConfig
+
+#: the methods each family runs (method, preset), besides the baseline
+UNET_METHODS = [("dato", "quality"), ("dato", "balanced"), ("dato", "fast"), ("deepcache", "balanced"),
+                ("tome", "balanced")]
+DIT_METHODS = [("toca", "balanced"), ("toca", "fast"), ("duca", "balanced"), ("duca", "fast"), ("fora", "balanced")]
+
+
+@dataclass
+class DemoRow:
+    family: str
+    method: str
+    seconds: float
+    speedup: float
+    macs_ratio: float
+    psnr_vs_baseline: float
+    fd: float
+    accuracy: float
+    error: str = ""
+
+
+def methods_for(family: str) -> list[tuple[str, BaseConfig]]:
+    """``(name, config)`` of every preset that applies to a zoo family (those that exist)."""
+    wanted = UNET_METHODS if family == "unet" else DIT_METHODS
+    out = []
+    for method, preset in wanted:
+        cls = CONFIG_CLASSES.get(method)
+        if cls is not None and preset in cls.PRESETS:
+            out.append((f"{method}:{preset}", cls.preset(preset)))
+    return out
+
+
+def _save_grid(rows: dict[str, torch.Tensor], path: Path, cols: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    fig, axes = plt.subplots(len(names), cols, figsize=(cols * 0.6 + 1.6, len(names) * 0.65 + 0.2), squeeze=False)
+    for r, name in enumerate(names):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.imshow(rows[name][c, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_demo(out_dir: str | Path, per_digit: int = 2, steps: int = 50, families: tuple[str, ...] | None = None,
+             progress: bool = True) -> list[DemoRow]:
+    """Run the demo and write its report; returns the rows.
+
+    Args:
+        out_dir: folder for ``grid_<family>.png``, ``report.json`` and ``report.md``.
+        per_digit: images per digit (10 digits per family).
+        steps: denoising steps.
+        families: zoo families to run (default: all).
+    """
+    from . import zoo
+    from .metrics import class_accuracy, classifier_features, frechet_distance, psnr
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    families = tuple(families or zoo.FAMILIES)
+    clf = zoo.load_classifier()
+    _, _, x_test, _ = zoo.load_digits_split()
+    real_feats = classifier_features(x_test, clf)  # held-out real digits, (N, 1, 8, 8) in [0, 1]
+    digits = [d for d in range(10) for _ in range(per_digit)]
+    plan = [(f, name, cfg) for f in families for name, cfg in [("baseline", None), *methods_for(f)]]
+    bar = _progress(len(plan)) if progress else None
+    rows: list[DemoRow] = []
+    for family in families:
+        pipe = zoo.load(family)
+        zoo.sample(family, pipe, digits[:2], seed=1, num_inference_steps=2)  # warm-up
+        grid: dict[str, torch.Tensor] = {}
+        base_img, base_t = None, 0.0
+        for f, name, cfg in plan:
+            if f != family:
+                continue
+            if bar:
+                bar.update(bar.task_ids[0], description=f"{family} {name}")
+            try:
+                if cfg is not None:
+                    api.apply(pipe, cfg)
+                t0 = time.perf_counter()
+                img = zoo.sample(family, pipe, digits, seed=0, num_inference_steps=steps)
+                dt = time.perf_counter() - t0
+                macs = api.summary(pipe).macs_ratio if cfg is not None else 1.0
+                if cfg is None:
+                    base_img, base_t = img, dt
+                grid[name] = img[::per_digit]
+                rows.append(DemoRow(
+                    family, name, dt, base_t / dt, macs,
+                    float("inf") if cfg is None else float(psnr(img, base_img)),
+                    float(frechet_distance(classifier_features(img, clf), real_feats)),
+                    float(class_accuracy(img, digits, clf)),
+                ))
+            except Exception as e:  # report it and go on; the exit code says something failed
+                rows.append(DemoRow(family, name, 0, 0, 0, 0, 0, 0, f"{type(e).__name__}: {e}"))
+            finally:
+                api.remove(pipe)
+                if bar:
+                    bar.advance(bar.task_ids[0])
+        _save_grid(grid, out / f"grid_{family}.png", cols=10)
+    if bar:
+        bar.stop()
+    meta = {"steps": steps, "images_per_family": len(digits), "torch": torch.__version__,
+            "device": "cpu", "threads": torch.get_num_threads()}
+    (out / "report.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
+    (out / "report.md").write_text(to_markdown(rows, meta) + "\n")
+    return rows
+
+
+def to_markdown(rows: list[DemoRow], meta: dict) -> str:
+    lines = [
+        f"Reference models, {meta['images_per_family']} images per family, {meta['steps']} DDIM steps, "
+        f"CPU ({meta['threads']} threads), torch {meta['torch']}. Speedup = wall time of the same sampling "
+        "call vs the baseline, measured in one process.",
+        "",
+        "| family | method | speedup | MACs ratio | PSNR vs baseline (dB) | FD (digits) | accuracy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.error:
+            lines.append(f"| {r.family} | {r.method} | error: {r.error} | | | | |")
+        else:
+            lines.append(f"| {r.family} | {r.method} | {r.speedup:.2f}x | {r.macs_ratio:.3f} | "
+                         f"{r.psnr_vs_baseline:.1f} | {r.fd:.2f} | {r.accuracy:.0%} |")
+    return "\n".join(lines)
+
+
+def _progress(total: int):
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    bar.add_task("demo", total=total)
+    bar.start()
+    return bar
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="tokencache-demo", help="output folder (default: tokencache-demo)")
+    p.add_argument("--per-digit", type=int, default=2, help="images per digit and family (default 2)")
+    p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    p.add_argument("--families", default=None, help="comma-separated subset of unet,dit,pixart")
+    p.add_argument("--quick", action="store_true", help="1 image per digit and 10 steps (a smoke run)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    per_digit, steps = (1, 10) if args.quick else (args.per_digit, args.steps)
+    fams = tuple(args.families.split(",")) if args.families else None
+    rows = run_demo(args.out, per_digit=per_digit, steps=steps, families=fams, progress=not args.json)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"tokencache demo ({steps} steps) -> {Path(args.out).resolve()}")
+        for col in ("family", "method", "speedup", "MACs ratio", "PSNR dB", "FD", "accuracy", "error"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(r.family, r.method, f"{r.speedup:.2f}x", f"{r.macs_ratio:.3f}", f"{r.psnr_vs_baseline:.1f}",
+                      f"{r.fd:.2f}", f"{r.accuracy:.0%}", r.error)
+        Console().print(t)
+        print(f"wrote {Path(args.out) / 'report.md'}, report.json and grid_*.png")
+    return 1 if any(r.error for r in rows) else 0
