@@ -1,0 +1,488 @@
+"""``tokencache generate``: batch generation with any method config, resumable and data-parallel.
+
+Work is split into *global batches* of ``batch_size`` consecutive image indices; process ``rank`` of
+``world_size`` takes the batches ``k`` with ``k % world_size == rank`` (with ``--batch-size 1`` that is
+image ``i`` with ``i % world_size == rank``). Batches are therefore the same whatever the number of
+processes, so a multi-process run writes exactly the images of a single-process run (the noise of
+every image comes from its own seeded generator, and DaTo's own token-selection noise depends on the
+batch it is in). Every image is written once, to a temporary file then ``os.replace``-d into place, and
+recorded in ``manifest.jsonl``; a rerun skips images that are on disk and in the manifest.
+
+Example:
+    >>> tokencache generate --reference unet --prompts prompts.txt --out out/ --method dato --preset fast
+    >>> accelerate launch --multi_gpu --num_processes 2 -m tokencache generate --reference unet --prompts p.txt --out o/
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MANIFEST = "manifest.jsonl"
+REFERENCE_FAMILIES = ("unet", "dit", "pixart")
+
+
+# ---------------------------------------------------------------------------------------------------
+# inputs
+# ---------------------------------------------------------------------------------------------------
+def read_prompts(path: str | Path) -> list[str | int]:
+    """Read prompts or class labels from a ``.txt``, ``.csv`` or ``.json`` file.
+
+    Args:
+        path: ``.txt`` (one prompt per line, blank lines skipped), ``.csv`` (column ``prompt`` or
+            ``class_label``) or ``.json`` (a list of strings or integers).
+
+    Returns:
+        The prompts (``str``) or class labels (``int``), in file order.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: wrong suffix, missing column, empty file or a malformed entry (named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    items: list[str | int]
+    if suffix == ".txt":
+        items = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            cols = reader.fieldnames or []
+            if "prompt" in cols:
+                items = [row["prompt"] for row in reader]
+            elif "class_label" in cols:
+                items = []
+                for n, row in enumerate(reader, start=2):
+                    items.append(_label(row["class_label"], f"{path}:{n} column 'class_label'"))
+            else:
+                raise ValueError(f"prompts file {str(path)!r} has columns {cols}; it needs 'prompt' or 'class_label'")
+    elif suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"prompts file {str(path)!r} is not valid JSON: {e}") from None
+        if not isinstance(data, list):
+            raise ValueError(f"prompts file {str(path)!r} must hold a JSON list, got {type(data).__name__}")
+        items = []
+        for i, v in enumerate(data):
+            if isinstance(v, bool) or not isinstance(v, (str, int)):
+                raise ValueError(f"prompts file {str(path)!r} entry [{i}]={v!r} is invalid; allowed: a string or int")
+            items.append(v)
+    else:
+        raise ValueError(f"prompts file {str(path)!r} suffix {suffix!r} is unsupported; allowed: .txt, .csv, .json")
+    if not items:
+        raise ValueError(f"prompts file {str(path)!r} holds no prompts")
+    return items
+
+
+def _label(text: str, where: str) -> int:
+    try:
+        v = int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"{where} value {text!r} is not an integer class label") from None
+    if v < 0:
+        raise ValueError(f"{where} value {v} is invalid; allowed: an integer >= 0")
+    return v
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Parse ``"0,1,5-8"`` into ``[0, 1, 5, 6, 7, 8]``; raises ``ValueError`` naming a bad part."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise ValueError(f"seeds part {part!r} is invalid; allowed: integers and ranges like '0,3,10-19'")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise ValueError(f"seeds range {part!r} is empty; write it low-high")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def safe_name(text: str, max_len: int = 40) -> str:
+    """A file-name-safe slug of a prompt: lowercase ``[a-z0-9_-]``, at most ``max_len`` characters."""
+    slug = re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_")
+    return (slug[:max_len].rstrip("_")) or "x"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to generate."""
+
+    index: int
+    prompt: str | int
+    seed: int
+
+    @property
+    def file(self) -> str:
+        return f"{self.index:06d}_{safe_name(str(self.prompt))}_s{self.seed}.png"
+
+
+def make_jobs(
+    prompts: Sequence[str | int], seeds: Sequence[int] | None = None, base_seed: int = 0, per_prompt: int = 1
+) -> list[Job]:
+    """Jobs for every prompt: one per seed in ``seeds``, or ``per_prompt`` with seed ``base_seed + index``."""
+    jobs: list[Job] = []
+    for p in prompts:
+        if seeds:
+            for s in seeds:
+                jobs.append(Job(len(jobs), p, int(s)))
+        else:
+            for _ in range(per_prompt):
+                jobs.append(Job(len(jobs), p, base_seed + len(jobs)))
+    return jobs
+
+
+def shard(n_jobs: int, batch_size: int, rank: int, world_size: int) -> list[list[int]]:
+    """Global batches of ``batch_size`` consecutive indices owned by ``rank`` (``k % world_size == rank``)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is invalid; allowed: an integer >= 1")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} is invalid for world_size={world_size}")
+    batches = [list(range(s, min(s + batch_size, n_jobs))) for s in range(0, n_jobs, batch_size)]
+    return [b for k, b in enumerate(batches) if k % world_size == rank]
+
+
+# ---------------------------------------------------------------------------------------------------
+# pipelines
+# ---------------------------------------------------------------------------------------------------
+def load_pipeline(model: str | None = None, reference: str | None = None, device: str = "cpu", dtype: str = "float32"):
+    """Load a pipeline from a local checkpoint folder or the reference zoo.
+
+    Args:
+        model: a local folder saved with ``save_pretrained`` (loaded with ``local_files_only=True``).
+        reference: a zoo family (``"unet"``, ``"dit"``, ``"pixart"``).
+        device: torch device.
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+
+    Returns:
+        The pipeline, on ``device``, progress bar disabled.
+    """
+    if (model is None) == (reference is None):
+        raise ValueError("give exactly one of --model PATH or --reference FAMILY")
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype={dtype!r} is invalid; allowed: {sorted(dtypes)}")
+    if model is not None:
+        path = Path(model)
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(f"--model {str(path)!r} is not a diffusers checkpoint folder: "
+                                    f"{str(path / 'model_index.json')!r} does not exist")
+        from diffusers import DiffusionPipeline
+
+        pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True)
+        if dtype != "float32":
+            pipe = pipe.to(dtype=dtypes[dtype])
+    else:
+        if reference not in REFERENCE_FAMILIES:
+            raise ValueError(f"--reference {reference!r} is invalid; allowed: {list(REFERENCE_FAMILIES)}")
+        try:
+            from . import zoo
+            loader = zoo.load
+        except (ImportError, AttributeError) as e:
+            raise RuntimeError(f"the reference zoo is unavailable ({e}); use --model PATH") from None
+        pipe = loader(reference)
+        pipe = pipe.to(dtype=dtypes[dtype])
+    pipe = pipe.to(device)
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def takes_class_labels(pipe: Any) -> bool:
+    """Whether the pipeline is conditioned on class labels (DiT) rather than prompts."""
+    import inspect
+
+    params = inspect.signature(pipe.__call__).parameters
+    return "class_labels" in params and "prompt" not in params
+
+
+def run_pipeline(
+    pipe: Any,
+    prompts: Sequence[str | int],
+    seeds: Sequence[int],
+    steps: int,
+    guidance_scale: float | None = None,
+    output_type: str = "pil",
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    """Run one batch with one seeded generator per image (an image does not depend on its batch's noise).
+
+    Args:
+        pipe: a diffusers pipeline.
+        prompts: prompts, or class labels for class-conditional pipelines.
+        seeds: one seed per prompt.
+        steps: ``num_inference_steps``.
+        guidance_scale: CFG scale; ``None`` keeps the pipeline's default.
+        output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (class-label pipelines such as
+            ``DiTPipeline`` always decode; for them ``"latent"`` gives the ``"pt"`` images).
+        extra: further keyword arguments for the pipeline call.
+
+    Returns:
+        The pipeline output's ``images``.
+    """
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    kw: dict[str, Any] = dict(num_inference_steps=steps, generator=gens, output_type=output_type, **(extra or {}))
+    if guidance_scale is not None:
+        kw["guidance_scale"] = guidance_scale
+    if "PixArt" in type(pipe).__name__:  # the zoo's PixArt has a short CLIP text encoder and no binning sizes
+        kw.setdefault("use_resolution_binning", False)
+        kw.setdefault("max_sequence_length", getattr(getattr(pipe, "tokenizer", None), "model_max_length", 120))
+    if takes_class_labels(pipe):
+        if output_type == "latent":  # DiTPipeline always decodes: return its images as a tensor in [0, 1]
+            kw["output_type"] = "pt"
+        labels = []
+        for p in prompts:
+            if isinstance(p, str):
+                if not p.strip().isdigit():
+                    raise ValueError(f"{type(pipe).__name__} needs integer class labels, got prompt {p!r}")
+                p = int(p)
+            labels.append(int(p))
+        return pipe(class_labels=labels, **kw).images
+    return pipe(prompt=[str(p) for p in prompts], **kw).images
+
+
+def resolve_config(method: str | None = None, preset: str | None = None, config: str | None = None):
+    """A method config from ``--config FILE`` or ``--method NAME [--preset NAME]``; ``None`` = no acceleration."""
+    from .config import CONFIG_CLASSES, load_config
+
+    if config is not None:
+        if method is not None or preset is not None:
+            raise ValueError("give either --config FILE or --method/--preset, not both")
+        return load_config(config)
+    if method is None or method == "none":
+        if preset is not None:
+            raise ValueError("--preset needs --method")
+        return None
+    if method not in CONFIG_CLASSES:
+        raise ValueError(f"--method {method!r} is unknown; allowed: {sorted(CONFIG_CLASSES) + ['none']}")
+    cls = CONFIG_CLASSES[method]
+    return cls.preset(preset) if preset is not None else cls()
+
+
+# ---------------------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------------------
+def read_manifest(out: Path) -> dict[str, dict[str, Any]]:
+    """``file -> record`` of the manifest in ``out`` (later lines win; torn last lines are skipped)."""
+    path = out / MANIFEST
+    records: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and "file" in rec:
+                records[rec["file"]] = rec
+    return records
+
+
+def _append_line(path: Path, record: dict[str, Any]) -> None:
+    data = (json.dumps(record, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)  # one write of a short line: atomic with O_APPEND on local file systems
+    finally:
+        os.close(fd)
+
+
+def save_png_atomic(image: Any, path: Path) -> None:
+    """Write a PIL image to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def dist_info() -> tuple[int, int]:
+    """``(rank, world_size)`` from accelerate's / torchrun's environment (``RANK``/``WORLD_SIZE``)."""
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return rank, world
+
+
+def generate(
+    pipe: Any,
+    jobs: Sequence[Job],
+    out: str | Path,
+    config: Any = None,
+    steps: int = 50,
+    batch_size: int = 1,
+    guidance_scale: float | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+    model_id: str = "",
+) -> dict[str, int]:
+    """Generate the images of ``jobs`` owned by ``rank`` into ``out``, skipping finished ones.
+
+    Args:
+        pipe: a diffusers pipeline.
+        jobs: from :func:`make_jobs`.
+        out: output folder (created).
+        config: a tokencache method config, or ``None`` for the plain pipeline.
+        steps: ``num_inference_steps``.
+        batch_size: images per pipeline call.
+        guidance_scale: CFG scale, ``None`` = pipeline default.
+        rank, world_size: this process's share (see the module docstring).
+        progress: show a progress bar.
+        model_id: recorded in the manifest.
+
+    Returns:
+        ``{"generated": n, "skipped": m}`` for this process.
+
+    Example:
+        >>> jobs = make_jobs(["a handwritten 3"], seeds=[0, 1])
+        >>> generate(pipe, jobs, "out", config=tc.DaToConfig.preset("fast"), steps=50)
+    """
+    from .api import apply, remove, summary
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_hash = config.fingerprint() if config is not None else "none"
+    done = read_manifest(out)
+    for rec in done.values():
+        if rec.get("config") != cfg_hash or rec.get("steps") != steps:
+            raise ValueError(
+                f"output folder {str(out)!r} holds images of config {rec.get('config')!r} at {rec.get('steps')} "
+                f"steps (file {rec['file']!r}); this run is config {cfg_hash!r} at {steps} steps: use another --out"
+            )
+    mine = shard(len(jobs), batch_size, rank, world_size)
+    todo = [b for b in mine if any(not _finished(out, jobs[i], done) for i in b)]
+    n_mine = sum(len(b) for b in mine)
+    counts = {"generated": 0, "skipped": n_mine - sum(len(b) for b in todo)}
+    if config is not None:
+        apply(pipe, config)
+    try:
+        with _progress(progress, n_mine, counts["skipped"], rank) as bar:
+            for batch in todo:
+                bj = [jobs[i] for i in batch]
+                t0 = time.perf_counter()
+                images = run_pipeline(pipe, [j.prompt for j in bj], [j.seed for j in bj], steps, guidance_scale)
+                dt = (time.perf_counter() - t0) / len(bj)
+                macs = summary(pipe).macs_ratio if config is not None else 1.0
+                for j, img in zip(bj, images):
+                    if _finished(out, j, done):
+                        counts["skipped"] += 1  # its batch-mates were missing; this one stays untouched
+                        continue
+                    save_png_atomic(img, out / j.file)
+                    _append_line(out / MANIFEST, {
+                        "index": j.index, "prompt": j.prompt, "seed": j.seed, "config": cfg_hash,
+                        "steps": steps, "time_s": round(dt, 6), "macs_ratio": round(macs, 6), "file": j.file,
+                        "model": model_id, "rank": rank,
+                    })
+                    counts["generated"] += 1
+                bar(len(bj))
+    finally:
+        if config is not None:
+            remove(pipe)
+    return counts
+
+
+def _finished(out: Path, job: Job, done: dict[str, dict[str, Any]]) -> bool:
+    return job.file in done and (out / job.file).is_file()
+
+
+class _progress:
+    def __init__(self, enabled: bool, total: int, completed: int, rank: int) -> None:
+        self.enabled, self.total, self.completed, self.rank = enabled, total, completed, rank
+        self._p: Any = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import Progress
+
+            self._p = Progress(transient=False)
+            self._p.start()
+            self._task = self._p.add_task(f"generate [rank {self.rank}]", total=self.total, completed=self.completed)
+        return self._advance
+
+    def _advance(self, n: int) -> None:
+        if self._p is not None:
+            self._p.advance(self._task, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``tokencache generate``."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="local diffusers checkpoint folder (loaded with local_files_only=True)")
+    src.add_argument("--reference", choices=REFERENCE_FAMILIES, help="a tiny reference model from tokencache.zoo")
+    parser.add_argument("--prompts", required=True, help=".txt (one per line), .csv (prompt/class_label) or .json")
+    parser.add_argument("--out", required=True, help="output folder for PNGs and manifest.jsonl")
+    parser.add_argument("--method", default=None, help="dato, deepcache, tome, toca, duca, fora or none")
+    parser.add_argument("--preset", default=None, help="quality, balanced or fast")
+    parser.add_argument("--config", default=None, help="a config YAML/JSON (e.g. exported by `tokencache search`)")
+    parser.add_argument("--seeds", default=None, help="seeds for every prompt, e.g. '0-3,10' (default: --seed + index)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed: image i gets seed + i (without --seeds)")
+    parser.add_argument("--images-per-prompt", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--guidance-scale", type=float, default=None)
+    parser.add_argument("--device", default=None, help="torch device (default: accelerate's, else cpu)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``tokencache generate``."""
+    try:
+        items = read_prompts(args.prompts)
+        seeds = parse_seeds(args.seeds) if args.seeds else None
+        if args.images_per_prompt < 1:
+            raise ValueError(f"--images-per-prompt {args.images_per_prompt} is invalid; allowed: >= 1")
+        if args.steps < 1:
+            raise ValueError(f"--steps {args.steps} is invalid; allowed: >= 1")
+        config = resolve_config(args.method, args.preset, args.config)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    jobs = make_jobs(items, seeds, args.seed, args.images_per_prompt)
+    if args.limit is not None:
+        jobs = jobs[: args.limit]
+    rank, world = dist_info()
+    device = args.device
+    if device is None:
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() and world > 1 else (
+            "cuda" if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in
+            ("1", "true") else "cpu")
+    try:
+        pipe = load_pipeline(args.model, args.reference, device, args.dtype)
+        counts = generate(
+            pipe, jobs, args.out, config, args.steps, args.batch_size, args.guidance_scale, rank, world,
+            progress=not args.no_progress and sys.stderr.isatty(), model_id=args.model or f"zoo:{args.reference}",
+        )
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    counts.update(rank=rank, world_size=world, total=len(jobs))
+    if args.json:
+        print(json.dumps(counts))
+    else:
+        print(f"[rank {rank}/{world}] generated {counts['generated']}, skipped {counts['skipped']} "
+              f"of {len(jobs)} images in {args.out}")
+    return 0

@@ -1,0 +1,170 @@
+"""tokencache search: NSGA-II on the tiny SD pipeline, resume after SIGKILL, two workers, results and errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import torch
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+import tokencache as tc
+from tokencache.search import DaToSpace, dominates, load_result, pareto_front, parse_constraint, run_search
+
+torch.set_num_threads(1)  # the CI box is shared; avoid thread oversubscription
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+FAST = ["--steps", "4", "--samples", "2", "--population", "4", "--no-presets", "--no-seed-presets", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def saved_pipe(sd_components, tmp_path_factory):
+    from diffusers import StableDiffusionPipeline
+
+    path = tmp_path_factory.mktemp("pipe") / "sd"
+    StableDiffusionPipeline(**sd_components).save_pretrained(path)
+    return path
+
+
+class _Result:
+    def __init__(self, rc, out, err):
+        self.returncode, self.stdout, self.stderr = rc, out, err
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the ``tokencache`` command in this process; returns code, stdout, stderr."""
+    from tokencache.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return _Result(rc, out.out, out.err)
+
+    return run
+
+
+def _complete(db, name):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(
+            "SELECT COUNT(*) FROM trials t JOIN studies s ON t.study_id = s.study_id "
+            "WHERE s.study_name = ? AND t.state = 'COMPLETE'", (name,)).fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+    finally:
+        con.close()
+
+
+def test_small_search_front_and_config(sd_pipe, tmp_path):
+    t0 = time.process_time()  # CPU time: the test box is shared, wall time depends on the neighbours
+    res = run_search(sd_pipe, "dato", n_trials=8, population=4, steps=5, n_samples=2,
+                     storage=f"sqlite:///{tmp_path / 's.db'}", study_name="t", seed=1)
+    assert time.process_time() - t0 < 60
+    assert len(res.trials) >= 8 and res.front
+    assert set(res.presets) == {"quality", "balanced", "fast"}
+    assert list((tmp_path / "t_cache").glob("baseline_*.pt"))  # baseline cached next to the storage
+    vals = [[t.user_attrs["metrics"]["macs"], -t.user_attrs["metrics"]["psnr"]] for t in res.trials]
+    for t in res.front:  # nothing dominates a front member
+        v = [t.user_attrs["metrics"]["macs"], -t.user_attrs["metrics"]["psnr"]]
+        assert not any(dominates(w, v) for w in vals)
+    for t in res.trials:  # the fixed inputs: step 0 always full
+        assert t.user_attrs["config"]["cache_plan"][0] == "full"
+    files = res.export(tmp_path / "cfg")
+    cfg = tc.load_config(files[0])
+    assert cfg.to_dict() == res.front[0].user_attrs["config"]
+    tc.apply(sd_pipe, cfg)  # the exported strategy runs
+    sd_pipe(["a cat"], num_inference_steps=5, output_type="latent")
+    assert tc.summary(sd_pipe).macs_ratio == pytest.approx(res.front[0].user_attrs["metrics"]["macs"], rel=1e-6)
+    tc.remove(sd_pipe)
+    assert res.plot(tmp_path / "f.png").stat().st_size > 1000
+    d = res.as_dict()
+    assert d["front"] and "balanced" in d["presets"]
+    # the same study is not silently reused, and resuming with other settings is refused
+    with pytest.raises(ValueError, match="already exists.*resume"):
+        run_search(sd_pipe, "dato", n_trials=8, population=4, steps=5, n_samples=2,
+                   storage=f"sqlite:///{tmp_path / 's.db'}", study_name="t")
+    with pytest.raises(ValueError, match="steps=5"):
+        run_search(sd_pipe, "dato", n_trials=8, population=4, steps=6, n_samples=2, resume=True, seed=1,
+                   storage=f"sqlite:///{tmp_path / 's.db'}", study_name="t")
+
+
+def test_kill_and_resume(saved_pipe, tmp_path, cli):
+    out, name = tmp_path / "k", "kill"
+    cmd = [sys.executable, "-m", "tokencache", "search", "--model", str(saved_pipe), "--out", str(out),
+           "--study-name", name, *FAST]
+    proc = subprocess.Popen([*cmd, "--trials", "200"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db = out / "study.db"
+    deadline = time.time() + 90
+    while time.time() < deadline and (not db.exists() or _complete(db, name) < 3):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    url = f"sqlite:///{db}"
+    before = {t.number: t.values for t in load_result(url, name).trials}
+    assert len(before) >= 3
+    target = len(before) + 2
+    r = cli(*cmd[3:], "--trials", target, "--resume", "--fail-running", "--json")  # resume in this process
+    assert r.returncode == 0, r.stderr
+    after = load_result(url, name)
+    assert {t.number: t.values for t in after.trials if t.number in before} == before  # nothing lost
+    assert len(after.trials) >= target
+    assert not after.study.get_trials(states=(TrialState.RUNNING,))
+    assert '"front"' in r.stdout and list((out / "strategies").glob("*.yaml"))
+
+
+def test_two_workers_one_study(saved_pipe, tmp_path, cli, monkeypatch):
+    out = tmp_path / "w"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the two worker processes
+    r = cli("search", "--model", saved_pipe, "--out", out, "--study-name", "w", "--workers", "2", "--trials", "6",
+            "--json", *FAST)
+    assert r.returncode == 0, r.stderr
+    res = load_result(f"sqlite:///{out / 'study.db'}", "w")
+    assert len(res.trials) >= 6
+    assert len({t.user_attrs["pid"] for t in res.trials}) == 2  # both workers contributed
+
+
+def _trial(macs, psnr, cons=None):
+    attrs = {"metrics": {"macs": macs, "psnr": psnr}, "config": {"method": "dato"}}
+    if cons is not None:
+        attrs["constraints"] = cons
+    return create_trial(values=[macs, psnr], params={"x": 0.0}, distributions={"x": FloatDistribution(0, 1)},
+                        user_attrs=attrs)
+
+
+def test_front_constraints_and_space():
+    ts = [_trial(0.5, 30), _trial(0.4, 30), _trial(0.4, 30), _trial(0.3, 20), _trial(0.6, 35), _trial(0.7, 34)]
+    front = pareto_front(ts, ("macs", "psnr"))
+    assert [(t.user_attrs["metrics"]["macs"], t.user_attrs["metrics"]["psnr"]) for t in front] == [
+        (0.3, 20), (0.4, 30), (0.6, 35)]
+    ts = [_trial(0.3, 20, [5.0]), _trial(0.5, 30, [-5.0])]
+    assert [t.user_attrs["metrics"]["macs"] for t in pareto_front(ts, ("macs", "psnr"), ["c"])] == [0.5]
+    assert parse_constraint("psnr>=25") == ("psnr", ">=", 25.0)
+    with pytest.raises(ValueError, match="'speed>=2'.*allowed"):
+        parse_constraint("speed>=2")
+    space = DaToSpace(6)
+    bal = tc.DaToConfig.preset("balanced")
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    study.enqueue_trial(space.params_of(bal))
+    cfg = space.suggest(study.ask())
+    assert cfg.unet_plan(6) == bal.unet_plan(6)
+    assert space.params_of(tc.DaToConfig.preset("quality")) is None  # depth 4 is outside depths {1,2,3}
+
+
+def test_search_errors(sd_pipe):
+    with pytest.raises(ValueError, match="method 'nope'"):
+        run_search(sd_pipe, "nope")
+    with pytest.raises(ValueError, match="objectives=.*cost first"):
+        run_search(sd_pipe, objectives=("psnr", "macs"))
+    with pytest.raises(ValueError, match="depths \\[9\\] are invalid"):
+        run_search(sd_pipe, depths=(1, 9), steps=4)
+    with pytest.raises(ValueError, match="objective 'fd' needs fd_stats"):
+        run_search(sd_pipe, objectives=("macs", "fd"), steps=4, n_samples=1)
