@@ -325,3 +325,23 @@ def test_local_checkpoint_saved_and_loaded_by_path(sd_components, tmp_path):
     assert torch.isfinite(run_sd(pipe, steps=4)).all()
     tc.remove(pipe)
     assert torch.equal(run_sd(pipe, steps=4), base)
+
+
+def test_custom_attention_processor_still_runs_on_kept_tokens(sd_pipe):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    seen = []
+
+    class Recording(AttnProcessor2_0):
+        def __call__(self, attn, hidden_states, *args, **kwargs):
+            seen.append(hidden_states.shape[1])
+            return super().__call__(attn, hidden_states, *args, **kwargs)
+
+    attn1 = sd_pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+    attn1.set_processor(Recording())
+    try:
+        tc.apply(sd_pipe, tc.ToMeConfig(ratio=0.5))
+        run_sd(sd_pipe, steps=2)
+        assert seen == [32, 32]  # 64 tokens, half pruned; the user's processor saw only kept tokens
+    finally:
+        attn1.set_processor(AttnProcessor2_0())
