@@ -246,12 +246,12 @@ class DaToConfig(UNetMethodConfig):
 
     method: ClassVar[str] = "dato"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "quality": {"cache_plan": _uniform_plan(3, 4), "prune_ratio": 0.3},
-        "balanced": {"cache_plan": _uniform_plan(5, 3), "prune_ratio": 0.4},
+        "quality": {"cache_plan": _uniform_plan(3, 2), "prune_ratio": 0.3},
+        "balanced": {"cache_plan": _uniform_plan(5, 1), "prune_ratio": 0.4},
         "fast": {"cache_plan": _fast_plan(), "prune_ratio": 0.4},
     }
 
-    cache_plan: list[Any] = field(default_factory=lambda: _uniform_plan(5, 3))
+    cache_plan: list[Any] = field(default_factory=lambda: _uniform_plan(5, 1))
     prune_ratio: Any = 0.4
     patch_size: int = 2
     prune_levels: list[int] | None = None
@@ -398,3 +398,273 @@ class ToMeConfig(UNetMethodConfig):
     def prune_spec(self) -> PruneSpec:
         levels = tuple(self.prune_levels) if self.prune_levels is not None else None
         return PruneSpec(self.patch_size, levels, "random", False, 0.0, 1.0, False, "base", self.seed)
+
+
+# ================================================================================================
+# Transformer methods: ToCa, DuCa and the FORA baseline (BasicTransformerBlock models, see dit.py)
+# ================================================================================================
+
+#: Token-level modules of a ``BasicTransformerBlock`` that transformer methods cache.
+DIT_MODULES: tuple[str, ...] = ("attn1", "attn2", "ff")
+#: Token scores: ToCa's self-attention influence (s1) and cross-attention entropy (s2), DuCa's V-norm,
+#: and seeded random scores (DuCa v2).
+DIT_SCORES: tuple[str, ...] = ("attention", "cross_entropy", "vnorm", "random")
+#: DuCa step letters: Full, Conservative (a ToCa partial step), Aggressive (every block skipped).
+DUCA_LETTERS: dict[str, str] = {"F": "full", "C": "partial", "A": "aggressive"}
+
+
+@dataclass(frozen=True)
+class DiTSpec:
+    """How a transformer method caches tokens inside each block (resolved from a config).
+
+    Attributes:
+        partial_modules: module types computed on a token subset on partial steps; the other module
+            types return their cached output whole.
+        score: token score, one of ``DIT_SCORES``.
+        layer_weight: ``w`` of the layer factor ``1 + w - 2 w l / (L - 1)``.
+        module_weights: module type -> factor on the fresh ratio.
+        staleness_weight: ``lambda3``; a token stale for ``c`` steps gets ``+ lambda3 * c / staleness_norm``.
+        staleness_norm: the cycle length ``N`` that normalises the staleness term.
+        spatial_grid: cell size ``g`` of the spatial-uniformity bonus (0 disables it).
+        spatial_bonus: ``b``; the best token of each ``g x g`` cell gets ``+ b * max(score)``.
+        share_cfg_selection: both CFG halves select the same tokens (averaged scores); ``None`` follows
+            the authors' code (shared for every score but ``"attention"``).
+        seed: seed of tokencache's own generator.
+    """
+
+    partial_modules: tuple[str, ...] = ("attn2", "ff")
+    score: str = "vnorm"
+    layer_weight: float = 0.0
+    module_weights: tuple[tuple[str, float], ...] = (("attn1", 1.0), ("attn2", 1.0), ("ff", 1.0))
+    staleness_weight: float = 0.25
+    staleness_norm: int = 3
+    spatial_grid: int = 2
+    spatial_bonus: float = 0.0
+    share_cfg_selection: bool | None = None
+    seed: int = 0
+
+    def module_weight(self, kind: str) -> float:
+        return dict(self.module_weights).get(kind, 1.0)
+
+    @property
+    def shares_cfg(self) -> bool:
+        return self.score != "attention" if self.share_cfg_selection is None else self.share_cfg_selection
+
+
+class DiTMethodConfig(BaseConfig):
+    """A transformer method resolves to a per-step plan and a :class:`DiTSpec`."""
+
+    families = ("transformer",)
+
+    def dit_plan(self, num_steps: int) -> list[StepAction]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def dit_spec(self) -> DiTSpec:  # pragma: no cover - overridden
+        return DiTSpec()
+
+
+def _step_factor(weight: float, step: int, num_steps: int) -> float:
+    """``f_step = 1 + w - 2 w x`` with ``x = step / num_steps`` (steps counted upward from 0)."""
+    x = step / max(num_steps, 1)
+    return 1.0 + weight - 2.0 * weight * x
+
+
+def _cycle_plan(cycle: str, first_full: int, num_steps: int, ratio: float, step_weight: float) -> list[StepAction]:
+    """Steps ``< first_full`` are full; then ``cycle`` repeats, its ``F`` on step ``first_full - 1``."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps={num_steps!r} is invalid; it must be a positive integer")
+    out: list[StepAction] = []
+    for i in range(num_steps):
+        letter = "F" if i < first_full else cycle[(i - first_full + 1) % len(cycle)]
+        kind = DUCA_LETTERS[letter]
+        r = ratio * _step_factor(step_weight, i, num_steps) if kind == "partial" else (ratio if kind == "full" else 0.0)
+        out.append(StepAction(kind, None, float(r)))
+    return out
+
+
+@dataclass
+class _TokenCacheFields(DiTMethodConfig):
+    """Fields shared by :class:`ToCaConfig` and :class:`DuCaConfig` (see there)."""
+
+    first_full_steps: int = 1
+    fresh_ratio: float = 0.1
+    step_weight: float = 0.0
+    layer_weight: float = 0.0
+    module_weights: dict[str, float] = field(default_factory=lambda: {"attn1": 1.0, "attn2": 0.6, "ff": 1.6})
+    partial_modules: list[str] = field(default_factory=lambda: ["attn2", "ff"])
+    score: str = "vnorm"
+    staleness_weight: float = 0.25
+    spatial_grid: int = 2
+    spatial_bonus: float = 0.6
+    share_cfg_selection: bool | None = None
+    seed: int = 0
+
+    def _validate_token_fields(self) -> None:
+        name = type(self).__name__
+        self._check_int("first_full_steps", 1, 1000)
+        self._check_float("fresh_ratio", 0.0, 1.0)
+        self._check_float("step_weight", -10.0, 10.0)
+        self._check_float("layer_weight", -10.0, 10.0)
+        if not isinstance(self.module_weights, dict):
+            _fail(name, "module_weights", self.module_weights, f"a dict mapping some of {list(DIT_MODULES)} to numbers")
+        for k, v in self.module_weights.items():
+            if k not in DIT_MODULES:
+                _fail(name, f"module_weights[{k!r}]", k, f"a module type in {list(DIT_MODULES)}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 100.0:
+                _fail(name, f"module_weights[{k!r}]", v, "a number in [0, 100]")
+        if not isinstance(self.partial_modules, (list, tuple)):
+            _fail(name, "partial_modules", self.partial_modules, f"a list of module types from {list(DIT_MODULES)}")
+        for m in self.partial_modules:
+            if m not in DIT_MODULES:
+                _fail(name, "partial_modules", m, f"module types from {list(DIT_MODULES)}")
+        self._check_choice("score", DIT_SCORES)
+        self._check_float("staleness_weight", 0.0, 1e6)
+        self._check_int("spatial_grid", 0, 64)
+        self._check_float("spatial_bonus", 0.0, 1e6)
+        if self.share_cfg_selection is not None:
+            self._check_bool("share_cfg_selection")
+        self._check_int("seed", 0)
+
+    def _spec(self, norm: int) -> DiTSpec:
+        return DiTSpec(
+            partial_modules=tuple(dict.fromkeys(self.partial_modules)),
+            score=self.score,
+            layer_weight=float(self.layer_weight),
+            module_weights=tuple((k, float(self.module_weights.get(k, 1.0))) for k in DIT_MODULES),
+            staleness_weight=float(self.staleness_weight),
+            staleness_norm=max(1, norm),
+            spatial_grid=self.spatial_grid,
+            spatial_bonus=float(self.spatial_bonus),
+            share_cfg_selection=self.share_cfg_selection,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class ToCaConfig(_TokenCacheFields):
+    """ToCa: token-wise feature caching for diffusion transformers (ICLR 2025, arXiv 2410.05317).
+
+    A full step every ``interval`` steps computes every token and refreshes the caches (each module's
+    pre-gate output per token). On the partial steps between them, self-attention returns its cached
+    output and each module in ``partial_modules`` recomputes only its ``k`` highest-scoring tokens of the
+    *current* input, scattered into its cache; the block's gates and modulation always use the current
+    timestep.
+
+    Args:
+        interval: ``N``, a full step every ``interval`` steps (counted from the last warm-up step).
+        first_full_steps: steps always full at the start of a call (the authors use 1 to 3).
+        fresh_ratio: ``R``, the base fraction of tokens recomputed on a partial step (the paper's cache
+            ratio is ``1 - R``).
+        step_weight: ``w_t`` of the step factor ``1 + w_t - 2 w_t s/T`` (positive: more tokens early).
+        layer_weight: ``w_l`` of the layer factor ``1 + w_l - 2 w_l l/(L-1)`` (positive: more in the
+            first blocks).
+        module_weights: module type -> factor. A module recomputes
+            ``k = floor(clamp(R f_step f_layer f_module, 0, 1) N_tokens)`` tokens, fixed per (block, step).
+        partial_modules: module types computed on a token subset on partial steps: ``"ff"``,
+            ``"attn2"`` (cross-attention, PixArt-style blocks) and ``"attn1"`` (partial-query
+            self-attention: selected queries against every key; off by default, as the authors advise).
+            Modules not listed return their cached output whole.
+        score: ``"vnorm"`` (DuCa's V-norm, needs no attention map, keeps fused SDPA), ``"attention"``
+            (attention each token receives, from an explicit softmax on full steps), ``"cross_entropy"``
+            (entropy of the cross-attention rows; blocks without cross-attention fall back to ``"vnorm"``)
+            or ``"random"``.
+        staleness_weight: ``lambda3``; a token skipped ``c`` steps in a row gets ``+ lambda3 c / N``.
+        spatial_grid: ``g``; the spatial-uniformity bonus works on ``g x g`` cells of the token grid
+            (any ``h x w``, square or not); 0 disables it.
+        spatial_bonus: ``b``; the best token of each cell gets ``+ b * max(score)``; 0 disables it.
+        share_cfg_selection: both classifier-free-guidance halves recompute the same tokens (scores
+            averaged over the halves). ``None`` follows the authors' code: shared for every score except
+            ``"attention"``.
+        seed: seed of tokencache's own generator for ``"random"`` (never the user's generator).
+    """
+
+    method: ClassVar[str] = "toca"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "quality": {"interval": 3, "first_full_steps": 3, "fresh_ratio": 0.2},
+        "balanced": {"interval": 4, "first_full_steps": 2, "fresh_ratio": 0.1},
+        "fast": {"interval": 5, "first_full_steps": 1, "fresh_ratio": 0.1},
+    }
+
+    interval: int = 3
+
+    def validate(self) -> None:
+        self._check_int("interval", 1, 1000)
+        self._validate_token_fields()
+
+    def dit_plan(self, num_steps: int) -> list[StepAction]:
+        cycle = "F" + "C" * (self.interval - 1)
+        return _cycle_plan(cycle, self.first_full_steps, num_steps, float(self.fresh_ratio), float(self.step_weight))
+
+    def dit_spec(self) -> DiTSpec:
+        return self._spec(self.interval)
+
+
+@dataclass
+class DuCaConfig(_TokenCacheFields):
+    """DuCa: dual feature caching (arXiv 2412.18911): aggressive and conservative steps alternate.
+
+    Args:
+        cycle: the repeating pattern of step kinds, a string of ``F`` (full), ``C`` (conservative: a ToCa
+            partial step) and ``A`` (aggressive: every block is skipped; the last block returns its output
+            from the previous computed step, the model's input and output layers still run with the
+            current timestep). It must start with ``F``. The authors' patterns are ``"FCA"`` (PixArt),
+            ``"FAC"``, ``"FCAC"`` and ``"FACAC"`` (DiT).
+        **others: as in :class:`ToCaConfig`; the staleness term is normalised by ``len(cycle)``.
+    """
+
+    method: ClassVar[str] = "duca"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "quality": {"cycle": "FCA", "first_full_steps": 2, "fresh_ratio": 0.2},
+        "balanced": {"cycle": "FCAC", "first_full_steps": 2, "fresh_ratio": 0.1},
+        "fast": {"cycle": "FACAC", "first_full_steps": 1, "fresh_ratio": 0.1},
+    }
+
+    cycle: str = "FCA"
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        if not isinstance(self.cycle, str) or not self.cycle:
+            _fail(name, "cycle", self.cycle, "a non-empty string of the letters F, C, A starting with F")
+        bad = sorted(set(self.cycle) - set(DUCA_LETTERS))
+        if bad:
+            _fail(name, "cycle", self.cycle, f"only the letters F, C, A (found {bad})")
+        if self.cycle[0] != "F":
+            _fail(name, "cycle", self.cycle, "a cycle starting with 'F' (the first step must fill the caches)")
+        self._validate_token_fields()
+
+    def dit_plan(self, num_steps: int) -> list[StepAction]:
+        ratio, weight = float(self.fresh_ratio), float(self.step_weight)
+        return _cycle_plan(self.cycle, self.first_full_steps, num_steps, ratio, weight)
+
+    def dit_spec(self) -> DiTSpec:
+        return self._spec(len(self.cycle))
+
+
+@dataclass
+class FORAConfig(DiTMethodConfig):
+    """FORA-like baseline: every module's output is reused whole between full steps.
+
+    On the steps between full steps no token is recomputed; the blocks' gates and modulation still use
+    the current timestep (cached pre-gate outputs, as in ToCa).
+
+    Args:
+        interval: a full step every ``interval`` steps, starting with step 0.
+    """
+
+    method: ClassVar[str] = "fora"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "quality": {"interval": 2},
+        "balanced": {"interval": 3},
+        "fast": {"interval": 4},
+    }
+
+    interval: int = 3
+
+    def validate(self) -> None:
+        self._check_int("interval", 1, 1000)
+
+    def dit_plan(self, num_steps: int) -> list[StepAction]:
+        return _cycle_plan("F" + "C" * (self.interval - 1), 1, num_steps, 0.0, 0.0)
+
+    def dit_spec(self) -> DiTSpec:
+        return DiTSpec(partial_modules=(), score="random", staleness_norm=self.interval, spatial_bonus=0.0)

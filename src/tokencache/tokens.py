@@ -133,3 +133,149 @@ def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def scatter_tokens(cache: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Write ``rows`` (``(B, K, C)``) into ``cache`` (``(B, N, C)``) at ``idx`` in place; returns cache."""
     return cache.scatter_(1, idx.unsqueeze(-1).expand(-1, -1, cache.shape[-1]), rows.to(cache.dtype))
+
+
+# ================================================================================================
+# ToCa / DuCa token scores and fresh-token selection (transformer methods)
+# ================================================================================================
+
+
+def l2_normalize(score: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Divide each row of ``(B, N)`` by its L2 norm (the authors' normalisation of every score)."""
+    score = score.float()
+    return score / score.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+def vnorm_score(v: torch.Tensor, heads: int) -> torch.Tensor:
+    """DuCa's V-norm score: ``L2norm_j(sum_h (1 - ||v_{h,j}||))``; small value vectors score high.
+
+    Args:
+        v: ``(B, N, heads * d)`` self-attention values (the ``to_v`` output).
+        heads: number of attention heads.
+
+    Returns:
+        ``(B, N)`` float32 scores.
+
+    Example:
+        >>> vnorm_score(torch.tensor([[[3.0, 4.0], [0.0, 0.0]]]), 1)  # norms 5 and 0
+        tensor([[-0.9701,  0.2425]])
+    """
+    b, n, c = v.shape
+    norms = v.float().reshape(b, n, heads, c // heads).norm(dim=-1)  # (B, N, H)
+    return l2_normalize((1.0 - norms).sum(dim=-1))
+
+
+def _head_split(x: torch.Tensor, heads: int) -> torch.Tensor:
+    b, n, c = x.shape
+    return x.float().reshape(b, n, heads, c // heads).transpose(1, 2)  # (B, H, N, d)
+
+
+def attention_received_score(q: torch.Tensor, k: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
+    """ToCa's self-attention influence s1: attention each token *receives*, head-averaged, L2-normalised.
+
+    ``A = mean_h softmax(q_h k_h^T * scale)``; ``s1_j = sum_i A_ij``. Computed one head at a time so only
+    one ``N x N`` map exists at once.
+
+    Args:
+        q, k: ``(B, N, heads * d)`` query and key projections.
+        heads: number of heads.
+        scale: the softmax scale (``d ** -0.5``).
+
+    Returns:
+        ``(B, N)`` float32 scores.
+    """
+    qh, kh = _head_split(q, heads), _head_split(k, heads)
+    total = torch.zeros(q.shape[0], k.shape[1], dtype=torch.float32, device=q.device)
+    for h in range(heads):
+        total += torch.softmax(qh[:, h] @ kh[:, h].transpose(1, 2) * scale, dim=-1).sum(dim=1)
+    return l2_normalize(total / heads)
+
+
+def cross_attention_entropy(
+    q: torch.Tensor, k: torch.Tensor, heads: int, scale: float, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Entropy ``H_i = -sum_k C_ik log(C_ik + 1e-7)`` of each row of the head-averaged cross-attention map.
+
+    Args:
+        q: ``(B, N, heads * d)`` image-token queries.
+        k: ``(B, L, heads * d)`` text-token keys.
+        heads: number of heads.
+        scale: softmax scale.
+        bias: optional additive mask ``(B, 1, L)`` or ``(B, L)`` (0 keep, large negative drop).
+
+    Returns:
+        ``(B, N)`` float32 entropies (not normalised; see :func:`entropy_score`).
+    """
+    qh, kh = _head_split(q, heads), _head_split(k, heads)
+    logits = qh @ kh.transpose(-1, -2) * scale  # (B, H, N, L)
+    if bias is not None:
+        bias = bias.float()
+        logits = logits + (bias.unsqueeze(1) if bias.ndim == 3 else bias[:, None, None, :])
+    c = torch.softmax(logits, dim=-1).mean(dim=1)  # (B, N, L)
+    return -(c * torch.log(c + 1e-7)).sum(dim=-1)
+
+
+def entropy_score(entropy: torch.Tensor) -> torch.Tensor:
+    """ToCa's s2 from per-token cross-attention entropies: ``L2norm(1 + H)``."""
+    return l2_normalize(1.0 + entropy)
+
+
+def share_cfg_halves(score: torch.Tensor) -> torch.Tensor:
+    """Average the two halves of a ``[uncond; cond]`` batch of scores ``(2B, N)`` and repeat the mean."""
+    half = score.shape[0] // 2
+    mean = 0.5 * (score[:half] + score[half:])
+    return torch.cat([mean, mean], dim=0)
+
+
+def staleness_term(counts: torch.Tensor, weight: float, norm: int) -> torch.Tensor:
+    """ToCa's s3: ``weight * c / norm`` for tokens skipped ``c`` steps in a row."""
+    return counts.float() * (weight / max(norm, 1))
+
+
+def spatial_bonus(score: torch.Tensor, h: int, w: int, grid: int, bonus: float) -> torch.Tensor:
+    """ToCa's s4: the best token of each ``grid x grid`` cell of an ``h x w`` grid gets ``+ bonus * max``.
+
+    Works on any grid, square or not: cells at the right and bottom edges are cropped when ``grid`` does
+    not divide ``h`` or ``w``. ``max`` is each sample's largest absolute score (so the bonus is never a
+    penalty when scores are negative, as V-norm scores can be).
+
+    Args:
+        score: ``(B, h*w)`` scores, tokens in row-major order.
+        h, w: grid size.
+        grid: cell size ``g`` (``<= 1`` or ``bonus == 0`` returns ``score`` unchanged).
+        bonus: ``b``.
+
+    Returns:
+        ``(B, h*w)`` scores with the bonus added.
+
+    Example:
+        >>> spatial_bonus(torch.tensor([[1.0, 2.0, 3.0]]), 1, 3, 2, 0.5)  # cells {0, 1} and {2}
+        tensor([[1.0000, 3.5000, 4.5000]])
+    """
+    if grid <= 1 or bonus == 0:
+        return score
+    b = score.shape[0]
+    if score.shape[1] != h * w:
+        raise ValueError(f"{score.shape[1]} tokens do not match the {h}x{w} grid; allowed: scores of h*w tokens")
+    hp, wp = -(-h // grid) * grid, -(-w // grid) * grid
+    padded = torch.full((b, hp, wp), float("-inf"), dtype=score.dtype, device=score.device)
+    padded[:, :h, :w] = score.view(b, h, w)
+    cells = padded.view(b, hp // grid, grid, wp // grid, grid).permute(0, 1, 3, 2, 4).reshape(b, -1, grid * grid)
+    local = cells.argmax(dim=-1)  # (B, cells)
+    cy = torch.arange(hp // grid, device=score.device).repeat_interleave(wp // grid)
+    cx = torch.arange(wp // grid, device=score.device).repeat(hp // grid)
+    idx = (cy * grid + local // grid) * w + (cx * grid + local % grid)  # padded cells never win: each has a real token
+    add = bonus * score.abs().amax(dim=1, keepdim=True).expand(-1, idx.shape[1])  # |max|: V-norm scores can be < 0
+    return score.scatter_add(1, idx, add)
+
+
+def select_fresh(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``(B, k)`` of the ``k`` highest scores per row (ties: lower index first)."""
+    if not 0 <= k <= score.shape[1]:
+        raise ValueError(f"k={k} is invalid; allowed: 0..{score.shape[1]}")
+    return torch.sort(score, dim=1, descending=True, stable=True).indices[:, :k]
+
+
+def fresh_count(ratio: float, num_tokens: int) -> int:
+    """``floor(clamp(ratio, 0, 1) * num_tokens)``: how many tokens a partial module recomputes."""
+    return int(min(max(ratio, 0.0), 1.0) * num_tokens + 1e-9)

@@ -1,0 +1,384 @@
+"""Trains the zoo models on the scikit-learn digits, on one CPU thread, reproducibly from a seed.
+
+Usage:
+    python -m tokencache.zoo.train FAMILY [--minutes M] [--seed S] [--out DIR] [--steps N] [--batch-size B]
+                                          [--lr LR]
+
+FAMILY is one of `classifier`, `vae`, `unet`, `dit`, `pixart`. The diffusion families decode through the
+shared near-identity VAE (`vae`), which is trained once. Training runs for a fixed number of steps (the
+family's default or `--steps`), so a run is reproducible bit for bit on the same torch build with one thread;
+`--minutes` is a wall-clock cap that stops early (recorded as `"stopped_early": true` in `{family}.json`) if
+the machine is slower. To train longer, raise both `--steps` and `--minutes`. Weights are written to `--out`
+(defaults to the shipped weights directory) and `checksums.json` there is rewritten.
+"""
+
+import argparse
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from torch import nn
+
+from . import models
+from .data import load_digits_split, to_model_space
+from .files import TOKENIZER_FILES, WEIGHTS_DIR, save_weights, write_checksums
+from .tokenizer import MAX_LENGTH, digit_prompt, load_tokenizer, write_tokenizer_files
+
+TRAIN_FAMILIES = ("classifier", "vae", "unet", "dit", "pixart")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (the defaults per family are in `DEFAULTS`)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int = 100
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    cond_drop: float = 0.1
+    min_snr_gamma: float = 5.0
+    minutes: float = 6.0
+    seed: int = 0
+
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "classifier": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup": 100, "weight_decay": 1e-4},
+    "vae": {"steps": 1200, "batch_size": 32, "lr": 1e-3, "warmup": 50},
+    "unet": {"steps": 1000, "batch_size": 32, "lr": 3e-4},
+    "dit": {"steps": 2000, "batch_size": 64, "lr": 3e-4},
+    "pixart": {"steps": 1600, "batch_size": 64, "lr": 3e-4},
+}
+
+
+class EMA:
+    """Exponential moving average of a module's parameters and buffers, with a warm-up of the decay."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
+        self.num_updates = 0
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        self.num_updates += 1
+        decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        for ema_p, p in zip(self.shadow.parameters(), module.parameters()):
+            ema_p.lerp_(p, 1.0 - decay)
+        for ema_b, b in zip(self.shadow.buffers(), module.buffers()):
+            ema_b.copy_(b)
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class _Loop:
+    """Shared step/clock/optimizer bookkeeping for all families."""
+
+    def __init__(self, params: list[nn.Parameter], cfg: TrainConfig, name: str):
+        self.cfg = cfg
+        self.name = name
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: _lr_factor(s, cfg.warmup, cfg.steps)
+        )
+        self.params = params
+        self.start = time.perf_counter()
+        self.step = 0
+        self.stopped_early = False
+        self.running = 0.0
+
+    def __iter__(self):
+        for step in range(self.cfg.steps):
+            if time.perf_counter() - self.start > self.cfg.minutes * 60:
+                self.stopped_early = True
+                print(f"[{self.name}] time cap of {self.cfg.minutes} min reached at step {step}", flush=True)
+                return
+            self.step = step
+            yield step
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.running = 0.98 * self.running + 0.02 * loss.item() if self.step else loss.item()
+        if self.step % 100 == 0 or self.step == self.cfg.steps - 1:
+            elapsed = time.perf_counter() - self.start
+            print(f"[{self.name}] step {self.step:5d} loss {self.running:.4f} {elapsed:6.1f}s", flush=True)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **asdict(self.cfg),
+            "steps_done": self.step + 1,
+            "stopped_early": self.stopped_early,
+            "seconds": round(time.perf_counter() - self.start, 1),
+            "torch_version": torch.__version__,
+        }
+
+
+def train_classifier(cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Trains `DigitClassifier` on the train split (shift/noise/blur augmentation, cross-entropy)."""
+    x_train, y_train, x_test, y_test = load_digits_split()
+    model = models.DigitClassifier()
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    loop = _Loop(list(model.parameters()), cfg, "classifier")
+    model.train()
+    for _ in loop:
+        idx = torch.randint(0, len(x_train), (cfg.batch_size,), generator=gen)
+        x, y = _augment_digits(x_train[idx], gen), y_train[idx]
+        loop.backward(F.cross_entropy(model(x), y, label_smoothing=0.05))
+    model.eval()
+    with torch.no_grad():
+        acc = (model(x_test).argmax(-1) == y_test).float().mean().item()
+    print(f"[classifier] test accuracy {acc:.4f}", flush=True)
+    meta = {"config": {"width": 32, "num_features": model.num_features}, "training": loop.info()}
+    meta["test_accuracy"] = round(acc, 4)
+    return model.state_dict(), meta
+
+
+def _augment_digits(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    padded = F.pad(x, (1, 1, 1, 1))
+    dx = torch.randint(0, 3, (n,), generator=gen)
+    dy = torch.randint(0, 3, (n,), generator=gen)
+    rows = torch.arange(8)
+    shifted = torch.stack([padded[i, :, dy[i] + rows][:, :, dx[i] + rows] for i in range(n)])
+    keep = torch.rand(n, 1, 1, 1, generator=gen) < 0.5
+    x = torch.where(keep, x, shifted)
+    # round trip through model space, as generated samples do
+    blur = F.avg_pool2d(F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False), 2)
+    x = torch.where(torch.rand(n, 1, 1, 1, generator=gen) < 0.5, blur, x)
+    noise = torch.randn(x.shape, generator=gen) * 0.05 * torch.rand(n, 1, 1, 1, generator=gen)
+    return (x + noise).clamp(0, 1)
+
+
+def train_vae(cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Trains the `AutoencoderKL` to be a near-identity map: latent = grey image, decode(latent) = image.
+
+    The encoder mean is regressed onto the grey image (log-variance onto -10, i.e. std 0.007); the decoder
+    maps a (possibly noisy) grey latent to the same grey image in all three channels.
+    """
+    x_train = to_model_space(load_digits_split()[0])
+    vae = models.build_vae()
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    loop = _Loop(list(vae.parameters()), cfg, "vae")
+    vae.train()
+    for _ in loop:
+        idx = torch.randint(0, len(x_train), (cfg.batch_size,), generator=gen)
+        x = x_train[idx]
+        sigma = 0.15 * torch.rand(x.shape[0], 1, 1, 1, generator=gen)
+        z = (x + sigma * torch.randn(x.shape, generator=gen)).clamp(-1.2, 1.2)
+        moments = vae.quant_conv(vae.encoder(x.expand(-1, 3, -1, -1)))
+        mean, logvar = moments.chunk(2, dim=1)
+        decoded = vae.decode(z).sample
+        loss = F.mse_loss(decoded, z.clamp(-1, 1).expand(-1, 3, -1, -1)) + F.mse_loss(mean, x)
+        loss = loss + 0.01 * F.mse_loss(logvar, torch.full_like(logvar, -10.0))
+        loop.backward(loss)
+    vae.eval()
+    x_test = to_model_space(load_digits_split()[2])
+    with torch.no_grad():
+        latents = vae.encode(x_test.expand(-1, 3, -1, -1)).latent_dist.mean
+        recon = vae.decode(x_test).sample
+    enc_err = (latents - x_test).abs().mean().item()
+    mse = F.mse_loss(recon, x_test.expand(-1, 3, -1, -1)).item()
+    psnr = 10 * math.log10(4.0 / mse)
+    print(f"[vae] test encoder |mean - x| {enc_err:.4f}, decoder PSNR {psnr:.2f} dB (range 2)", flush=True)
+    meta = {
+        "config": dict(vae.config),
+        "training": loop.info(),
+        "test_encoder_l1": round(enc_err, 5),
+        "test_decoder_psnr_db": round(psnr, 2),
+    }
+    return vae.state_dict(), meta
+
+
+class _Diffusion:
+    """Noising and the min-SNR-weighted epsilon loss for the shared DDPM schedule."""
+
+    def __init__(self, gamma: float):
+        sched = DDPMScheduler.from_config(models.SCHEDULER_CONFIG)
+        self.alphas_cumprod = sched.alphas_cumprod.float()
+        self.num_steps = len(self.alphas_cumprod)
+        self.gamma = gamma
+
+    def loss(
+        self,
+        model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        x0: torch.Tensor,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
+        n = x0.shape[0]
+        t = torch.randint(0, self.num_steps, (n,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        ab = self.alphas_cumprod[t].view(n, 1, 1, 1)
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        pred = model_fn(xt, t)
+        snr = ab / (1 - ab)
+        weight = snr.clamp(max=self.gamma) / snr if self.gamma > 0 else torch.ones_like(snr)
+        return (weight * (pred - noise) ** 2).mean()
+
+
+def _drop(labels: torch.Tensor, null: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.where(torch.rand(labels.shape, generator=gen) < p, torch.full_like(labels, null), labels)
+
+
+def _prompt_batch(weights_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and masks of the 11 training prompts: digits 0-9, then the empty prompt (index 10)."""
+    tok = load_tokenizer(*(weights_dir / name for name in TOKENIZER_FILES))
+    enc = tok(
+        [digit_prompt(d) for d in range(10)] + [""],
+        padding="max_length",
+        max_length=MAX_LENGTH,
+        truncation=True,
+        return_tensors="pt",
+    )
+    return enc.input_ids, enc.attention_mask
+
+
+def train_diffusion(
+    family: str, cfg: TrainConfig, weights_dir: Path
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Trains the `unet`, `dit` or `pixart` denoiser (epsilon loss, min-SNR weights, CFG dropout, EMA)."""
+    x_train, y_train = load_digits_split()[:2]
+    x_train = to_model_space(x_train)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    diffusion = _Diffusion(cfg.min_snr_gamma)
+    text_encoder = None
+    if family == "unet":
+        model = models.build_unet()
+        text_encoder = models.build_text_encoder()
+    elif family == "dit":
+        model = models.build_dit()
+        for module in model.modules():  # we drop labels ourselves, consistently across blocks
+            if hasattr(module, "dropout_prob"):
+                module.dropout_prob = 0.0
+    elif family == "pixart":
+        model = models.build_pixart()
+        text_encoder = models.build_text_encoder()
+    else:
+        raise ValueError(f"not a diffusion family: {family!r}")
+    trainable = nn.ModuleDict(
+        {"model": model} if text_encoder is None else {"model": model, "te": text_encoder}
+    )
+    ids, mask = _prompt_batch(weights_dir)
+    loop = _Loop(list(trainable.parameters()), cfg, family)
+    ema = EMA(trainable, cfg.ema_decay)
+    trainable.train()
+    for _ in loop:
+        idx = torch.randint(0, len(x_train), (cfg.batch_size,), generator=gen)
+        x0, labels = x_train[idx], y_train[idx]
+        if family == "dit":
+            labels = _drop(labels, models.NULL_CLASS, cfg.cond_drop, gen)
+
+            def fn(xt, t, labels=labels):
+                return model(xt, timestep=t, class_labels=labels).sample
+
+        else:
+            labels = _drop(labels, 10, cfg.cond_drop, gen)
+            if family == "unet":
+                emb = text_encoder(ids)[0][labels]
+
+                def fn(xt, t, emb=emb):
+                    return model(xt, t, encoder_hidden_states=emb).sample
+
+            else:
+                emb = text_encoder(ids, attention_mask=mask)[0][labels]
+
+                def fn(xt, t, emb=emb, m=mask[labels]):
+                    return model(
+                        xt,
+                        encoder_hidden_states=emb,
+                        encoder_attention_mask=m,
+                        timestep=t,
+                        added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+                    ).sample
+
+        loop.backward(diffusion.loss(fn, x0, gen))
+        ema.update(trainable)
+    configs = {"scheduler": models.SCHEDULER_CONFIG}
+    configs[family] = dict(model.config)
+    tensors = {f"{family}.{k}": v for k, v in ema.shadow["model"].state_dict().items()}
+    if text_encoder is not None:
+        configs["text_encoder"] = models.text_encoder_config()
+        tensors.update({f"text_encoder.{k}": v for k, v in ema.shadow["te"].state_dict().items()})
+    return tensors, {"configs": configs, "training": loop.info()}
+
+
+def train(
+    family: str,
+    minutes: float = 6.0,
+    seed: int = 0,
+    out: Path | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+) -> Path:
+    """Trains one family and writes its files and the updated `checksums.json` to `out`.
+
+    Args:
+        family (`str`): one of `TRAIN_FAMILIES`.
+        minutes (`float`, defaults to 6.0): wall-clock cap.
+        seed (`int`, defaults to 0): seeds initialisation, batches, noise and label dropout.
+        out (`Path`, *optional*): output directory; defaults to the shipped weights directory.
+        steps, batch_size, lr: override the family's defaults in `DEFAULTS`.
+
+    Returns:
+        `Path`: the written `{family}.safetensors`.
+    """
+    if family not in TRAIN_FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {', '.join(TRAIN_FAMILIES)}")
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    out = Path(out) if out is not None else WEIGHTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    write_tokenizer_files(out / TOKENIZER_FILES[0], out / TOKENIZER_FILES[1])
+    overrides = {
+        k: v for k, v in {"steps": steps, "batch_size": batch_size, "lr": lr}.items() if v is not None
+    }
+    cfg = TrainConfig(**{**DEFAULTS[family], **overrides, "minutes": minutes, "seed": seed})
+    if family == "classifier":
+        tensors, meta = train_classifier(cfg)
+    elif family == "vae":
+        tensors, meta = train_vae(cfg)
+    else:
+        tensors, meta = train_diffusion(family, cfg, out)
+    meta["family"] = family
+    save_weights(out, family, tensors, meta)
+    write_checksums(out)
+    print(
+        f"[{family}] wrote {out / (family + '.safetensors')} in {meta['training']['seconds']} s", flush=True
+    )
+    return out / f"{family}.safetensors"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tokencache.zoo.train", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("family", choices=TRAIN_FAMILIES)
+    parser.add_argument("--minutes", type=float, default=6.0, help="wall-clock cap (default 6)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: shipped weights)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: per family)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    args = parser.parse_args(argv)
+    train(args.family, args.minutes, args.seed, args.out, args.steps, args.batch_size, args.lr)
+
+
+if __name__ == "__main__":
+    main()
