@@ -49,11 +49,11 @@ def test_digits():
 
 def test_psnr_of_known_mse():
     b = torch.zeros(2, 3, 8, 8)
-    assert psnr(b + 0.1, b, data_range=1.0).item() == pytest.approx(20.0, abs=1e-9)
-    assert psnr(b + 0.1, b, data_range=2.0).item() == pytest.approx(10 * math.log10(4 / 0.01), abs=1e-9)
+    assert psnr(b + 0.1, b, data_range=1.0).item() == pytest.approx(20.0, abs=1e-5)
+    assert psnr(b + 0.1, b, data_range=2.0).item() == pytest.approx(10 * math.log10(4 / 0.01), abs=1e-5)
     # per-sample PSNR is averaged: MSE 1e-2 -> 20 dB and 1e-4 -> 40 dB
     a = torch.cat([torch.full((1, 3, 8, 8), 0.1), torch.full((1, 3, 8, 8), 0.01)])
-    assert psnr(a, b).item() == pytest.approx(30.0, abs=1e-9)
+    assert psnr(a, b).item() == pytest.approx(30.0, abs=1e-5)
     assert math.isinf(psnr(b, b).item())
 
 
@@ -97,7 +97,7 @@ def test_frechet_distance_identical_sets_is_zero():
 def test_frechet_distance_of_shifted_set_is_squared_shift():
     feats = torch.randn(400, 5, generator=torch.Generator().manual_seed(2)) @ torch.randn(5, 5)
     shift = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0])
-    assert frechet_distance(feats, feats + shift).item() == pytest.approx(1 + 4 + 0.25 + 9, abs=1e-8)
+    assert frechet_distance(feats, feats + shift).item() == pytest.approx(1 + 4 + 0.25 + 9, abs=1e-5)
 
 
 def test_frechet_distance_of_gaussians_matches_closed_form():

@@ -156,7 +156,8 @@ def test_front_constraints_and_space():
     study.enqueue_trial(space.params_of(bal))
     cfg = space.suggest(study.ask())
     assert cfg.unet_plan(6) == bal.unet_plan(6)
-    assert space.params_of(tc.DaToConfig.preset("quality")) is None  # depth 4 is outside depths {1,2,3}
+    deep = tc.DaToConfig(cache_plan=["full", 4, 4, 4, 4, 4])
+    assert space.params_of(deep) is None  # depth 4 is outside depths {1,2,3}
 
 
 def test_search_errors(sd_pipe):
