@@ -95,3 +95,31 @@ def run_sd(pipe, steps=10, seed=0, guidance=7.5, prompt="a cat", **kw):
     g = torch.Generator().manual_seed(seed)
     return pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, generator=g,
                 output_type="latent", height=16, width=16, **kw).images
+
+
+@pytest.fixture(scope="module")
+def saved_pipe(sd_components, tmp_path_factory):
+    from diffusers import StableDiffusionPipeline
+
+    path = tmp_path_factory.mktemp("pipe") / "sd"
+    StableDiffusionPipeline(**sd_components).save_pretrained(path)
+    return path
+
+
+class _Result:
+    def __init__(self, rc, out, err):
+        self.returncode, self.stdout, self.stderr = rc, out, err
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the ``tokencache`` command in this process; returns code, stdout, stderr."""
+    from tokencache.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return _Result(rc, out.out, out.err)
+
+    return run

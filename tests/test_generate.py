@@ -25,32 +25,6 @@ torch.set_num_threads(1)  # the CI box is shared; avoid thread oversubscription
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-@pytest.fixture(scope="module")
-def saved_pipe(sd_components, tmp_path_factory):
-    from diffusers import StableDiffusionPipeline
-
-    path = tmp_path_factory.mktemp("pipe") / "sd"
-    StableDiffusionPipeline(**sd_components).save_pretrained(path)
-    return path
-
-
-class _Result:
-    def __init__(self, rc, out, err):
-        self.returncode, self.stdout, self.stderr = rc, out, err
-
-
-@pytest.fixture
-def cli(capsys):
-    """Run the ``tokencache`` command in this process (fast); returns code, stdout, stderr."""
-    from tokencache.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out = capsys.readouterr()
-        return _Result(rc, out.out, out.err)
-
-    return run
 
 
 def test_read_prompts_formats(tmp_path):

@@ -23,32 +23,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 FAST = ["--steps", "4", "--samples", "2", "--population", "4", "--no-presets", "--no-seed-presets", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def saved_pipe(sd_components, tmp_path_factory):
-    from diffusers import StableDiffusionPipeline
-
-    path = tmp_path_factory.mktemp("pipe") / "sd"
-    StableDiffusionPipeline(**sd_components).save_pretrained(path)
-    return path
-
-
-class _Result:
-    def __init__(self, rc, out, err):
-        self.returncode, self.stdout, self.stderr = rc, out, err
-
-
-@pytest.fixture
-def cli(capsys):
-    """Run the ``tokencache`` command in this process; returns code, stdout, stderr."""
-    from tokencache.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out = capsys.readouterr()
-        return _Result(rc, out.out, out.err)
-
-    return run
 
 
 def _complete(db, name):
