@@ -143,3 +143,44 @@ def test_search_errors(sd_pipe):
         run_search(sd_pipe, depths=(1, 9), steps=4)
     with pytest.raises(ValueError, match="objective 'fd' needs fd_stats"):
         run_search(sd_pipe, objectives=("macs", "fd"), steps=4, n_samples=1)
+
+
+@pytest.mark.parametrize("method", ["toca", "duca", "fora"])
+def test_token_cache_search_on_reference_dit(method, tmp_path):
+    from tokencache import zoo
+    from tokencache.search import make_space
+
+    pipe = zoo.load("dit")
+    res = run_search(pipe, method, n_trials=5, population=4, steps=6, n_samples=2, seed=0,
+                     storage=f"sqlite:///{tmp_path / 's.db'}", study_name=method)
+    assert len(res.trials) >= 5 and res.front
+    presets = {p.fingerprint() for p in make_space(method, 6, 0).presets().values()}
+    seeded = [t for t in res.trials if t.user_attrs.get("preset_seed")]
+    assert len(seeded) == 3 and {tc.config.CONFIG_CLASSES[method].from_dict(t.user_attrs["config"]).fingerprint()
+                                 for t in seeded} == presets
+    space = make_space(method, 6, 0)
+    for name, preset in space.presets().items():
+        params = space.params_of(preset)
+        assert params is not None, name
+        study = optuna.create_study(directions=["minimize", "maximize"])
+        study.enqueue_trial(params)
+        assert space.suggest(study.ask()).to_dict() == preset.to_dict()
+    files = res.export(tmp_path / "cfg")
+    cfg = tc.load_config(files[0])
+    assert cfg.method == method and cfg.to_dict() == res.front[0].user_attrs["config"]
+    tc.apply(pipe, cfg)
+    pipe(class_labels=[3], num_inference_steps=6, output_type="latent")
+    assert tc.summary(pipe).macs_ratio == pytest.approx(res.front[0].user_attrs["metrics"]["macs"], rel=1e-6)
+    tc.remove(pipe)
+
+
+def test_token_cache_space_errors():
+    from tokencache.search import make_space
+    from tokencache.search.space import TokenCacheSpace
+
+    with pytest.raises(ValueError, match="cycle"):
+        TokenCacheSpace("duca", 10, cycles=("CFA",))
+    with pytest.raises(ValueError, match="method='fora' is invalid"):
+        TokenCacheSpace("fora", 10)
+    assert make_space("toca", 10, 0).params_of(tc.ToCaConfig(fresh_ratio=0.33)) is None  # not a gene value
+    assert make_space("toca", 10, 0).params_of(tc.DuCaConfig()) is None

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="local diffusers checkpoint folder (loaded with local_files_only=True)")
     src.add_argument("--reference", choices=("unet", "dit", "pixart"), help="a tiny reference model (tokencache.zoo)")
-    parser.add_argument("--method", default="dato", help="dato or deepcache (toca/duca/fora when available)")
+    parser.add_argument("--method", default="dato", help="dato, deepcache, toca, duca or fora")
     parser.add_argument("--trials", type=int, default=64, help="finished trials wanted in the study (default 64)")
     parser.add_argument("--population", type=int, default=16, help="NSGA-II population size (default 16)")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps; DaTo has 2 genes per step")

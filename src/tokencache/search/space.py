@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -131,46 +130,116 @@ class DeepCacheSpace(SearchSpace):
         return {"method": self.method, "max_interval": self.max_interval, "max_branch": self.max_branch}
 
 
-class TokenCacheSpace(SearchSpace):
-    """ToCa / DuCa / FORA: the numeric fields ``interval`` and ``fresh_ratio`` where the config has them.
+DUCA_CYCLES = ("FC", "FA", "FCA", "FAC", "FCAC", "FACA", "FACAC", "FCACA", "FCACAC")
+"""DuCa cycles a search chooses from: the authors' patterns and their neighbours (see :class:`DuCaConfig`)."""
 
-    Built only if the transformer configs exist in :mod:`tokencache.config`; other fields keep their defaults.
+FACTOR_CHOICES = (-0.4, -0.2, 0.0, 0.2, 0.4)
+"""Step and layer factor weights ``w_t``, ``w_l`` a ToCa/DuCa search chooses from (0 = flat)."""
+
+
+class TokenCacheSpace(SearchSpace):
+    """ToCa / DuCa genes: the full-step pattern, the fresh ratio and the step/layer factors.
+
+    ToCa chooses ``interval`` (1..``max_interval``); DuCa chooses ``cycle`` from ``cycles``. Both choose
+    ``first_full_steps`` (1..3), ``fresh_ratio`` (0.05..0.5 by 0.05) and ``step_weight`` / ``layer_weight``
+    from ``factors``; the other fields (module weights, score, staleness) keep their defaults.
+
+    Args:
+        method: ``"toca"`` or ``"duca"``.
+        steps: number of denoising steps.
+        max_interval: largest ToCa interval.
+        cycles: DuCa cycles to choose from.
+        factors: values of ``step_weight`` and ``layer_weight``.
     """
 
-    def __init__(self, method: str, steps: int, max_interval: int = 8) -> None:
-        if method not in CONFIG_CLASSES:
-            raise ValueError(f"method {method!r} has no config class yet; allowed: {sorted(SPACES_AVAILABLE())}")
+    RATIOS = tuple(round(0.05 * i, 2) for i in range(1, 11))
+
+    def __init__(
+        self,
+        method: str,
+        steps: int,
+        max_interval: int = 8,
+        cycles: Sequence[str] = DUCA_CYCLES,
+        factors: Sequence[float] = FACTOR_CHOICES,
+    ) -> None:
+        if method not in ("toca", "duca"):
+            raise ValueError(f"method={method!r} is invalid for a token-cache space; allowed: 'toca', 'duca'")
+        if max_interval < 1:
+            raise ValueError(f"max_interval={max_interval} is invalid; allowed: >= 1")
         self.method, self.steps, self.max_interval = method, steps, max_interval
-        self.fields = {f.name for f in dataclasses.fields(CONFIG_CLASSES[method])}
-        if "interval" not in self.fields:
-            raise ValueError(f"{method} config has no 'interval' field; its search space is not supported")
+        self.cycles, self.factors = tuple(cycles), tuple(float(f) for f in factors)
+        for c in self.cycles:  # validates every cycle up front
+            CONFIG_CLASSES["duca"](cycle=c)
+
+    def _pattern_gene(self) -> tuple[str, tuple[Any, ...]]:
+        if self.method == "toca":
+            return "interval", tuple(range(1, self.max_interval + 1))
+        return "cycle", self.cycles
 
     def suggest(self, trial: Any) -> BaseConfig:
-        kw: dict[str, Any] = {"interval": trial.suggest_int("interval", 1, self.max_interval)}
-        if "fresh_ratio" in self.fields:
-            kw["fresh_ratio"] = trial.suggest_float("fresh_ratio", 0.05, 0.5, step=0.05)
+        name, choices = self._pattern_gene()
+        kw: dict[str, Any] = {
+            name: trial.suggest_categorical(name, choices),
+            "first_full_steps": trial.suggest_int("first_full_steps", 1, 3),
+            "fresh_ratio": trial.suggest_categorical("fresh_ratio", self.RATIOS),
+            "step_weight": trial.suggest_categorical("step_weight", self.factors),
+            "layer_weight": trial.suggest_categorical("layer_weight", self.factors),
+        }
         return CONFIG_CLASSES[self.method](**kw)
 
     def params_of(self, config: BaseConfig) -> dict[str, Any] | None:
-        params = {"interval": getattr(config, "interval", None)}
-        if "fresh_ratio" in self.fields:
-            params["fresh_ratio"] = getattr(config, "fresh_ratio", None)
-        ok = isinstance(params["interval"], int) and 1 <= params["interval"] <= self.max_interval
-        return params if ok else None
+        if not isinstance(config, CONFIG_CLASSES[self.method]):
+            return None
+        name, choices = self._pattern_gene()
+        params = {
+            name: getattr(config, name),
+            "first_full_steps": config.first_full_steps,
+            "fresh_ratio": _match(config.fresh_ratio, self.RATIOS),
+            "step_weight": _match(config.step_weight, self.factors),
+            "layer_weight": _match(config.layer_weight, self.factors),
+        }
+        ok = params[name] in choices and 1 <= params["first_full_steps"] <= 3
+        return params if ok and None not in params.values() else None
+
+    def describe(self) -> dict[str, Any]:
+        name, choices = self._pattern_gene()
+        return {"method": self.method, name: list(choices), "fresh_ratio": list(self.RATIOS),
+                "factors": list(self.factors)}
 
 
-def SPACES_AVAILABLE() -> list[str]:  # noqa: N802 - reads like a constant
-    """Methods that can be searched with the configs present now."""
-    names = ["dato", "deepcache"]
-    names += [m for m in ("toca", "duca", "fora") if m in CONFIG_CLASSES]
-    return names
+class FORASpace(SearchSpace):
+    """FORA-like baseline: the full-step interval."""
+
+    method = "fora"
+
+    def __init__(self, steps: int, max_interval: int = 8) -> None:
+        self.steps, self.max_interval = steps, max_interval
+
+    def suggest(self, trial: Any) -> BaseConfig:
+        return CONFIG_CLASSES["fora"](interval=trial.suggest_int("interval", 1, self.max_interval))
+
+    def params_of(self, config: BaseConfig) -> dict[str, Any] | None:
+        ok = isinstance(config, CONFIG_CLASSES["fora"]) and 1 <= config.interval <= self.max_interval
+        return {"interval": config.interval} if ok else None
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.method, "max_interval": self.max_interval}
+
+
+def _match(value: float, choices: Sequence[float]) -> float | None:
+    found = [c for c in choices if abs(c - float(value)) < 1e-9]
+    return found[0] if found else None
+
+
+SEARCHABLE = ("dato", "deepcache", "toca", "duca", "fora")
+"""Methods with a search space."""
 
 
 def make_space(method: str, steps: int, max_depth: int, **kw: Any) -> SearchSpace:
     """The search space of ``method`` for ``steps`` steps on a model whose branches go ``max_depth`` deep.
 
     Args:
-        method: ``"dato"``, ``"deepcache"`` or (when their configs exist) ``"toca"``, ``"duca"``, ``"fora"``.
+        method: one of :data:`SEARCHABLE`.
         steps: number of denoising steps.
         max_depth: deepest branch depth the UNet allows (0 for transformers).
         **kw: ``depths``, ``ratios`` and ``base`` for DaTo.
@@ -183,6 +252,8 @@ def make_space(method: str, steps: int, max_depth: int, **kw: Any) -> SearchSpac
         return DaToSpace(steps, depths, kw.get("ratios") or DEFAULT_RATIOS, kw.get("base"))
     if method == "deepcache":
         return DeepCacheSpace(steps, max_branch=max(0, min(3, max_depth) - 1))
-    if method in ("toca", "duca", "fora") and method in CONFIG_CLASSES:
+    if method in ("toca", "duca"):
         return TokenCacheSpace(method, steps)
-    raise ValueError(f"method {method!r} cannot be searched; allowed: {SPACES_AVAILABLE()}")
+    if method == "fora":
+        return FORASpace(steps)
+    raise ValueError(f"method {method!r} cannot be searched; allowed: {list(SEARCHABLE)}")

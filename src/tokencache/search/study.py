@@ -176,7 +176,7 @@ def run_search(
 
     Args:
         pipe: a diffusers pipeline, or a zero-argument callable returning one.
-        method: ``"dato"`` or ``"deepcache"`` (``"toca"``/``"duca"``/``"fora"`` when their configs exist).
+        method: ``"dato"``, ``"deepcache"``, ``"toca"``, ``"duca"`` or ``"fora"``.
         n_trials: total finished trials wanted in the study (across resumes and workers).
         population: NSGA-II population size.
         storage: optuna storage URL; ``None`` = in memory (no resume).
