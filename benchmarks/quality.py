@@ -89,29 +89,71 @@ def main() -> None:
                 rows.append({"label": label, "speedup": t_base / t_m, "macs_ratio": s.macs_ratio,
                              "psnr": float(psnr(img, base)), "accuracy": class_accuracy(img, digits, clf)})
                 print(family, method, rows[-1], flush=True)
+        fam["comparisons"] = compare_all(fam["methods"], CLAIMS[family])
+        for claim, by_axis in fam["comparisons"].items():
+            for axis, points in by_axis.items():
+                print(family, claim, axis, points, flush=True)
     (out / "quality.json").write_text(json.dumps(results, indent=2))
     plot(results, out / "quality.png")
 
 
+#: the seeds' claims: (method, rival) pairs compared at equal speedup
+CLAIMS = {"unet": [("DaTo", "DeepCache-like"), ("DaTo", "ToMe-like")],
+          "dit": [("ToCa", "FORA-like"), ("DuCa", "FORA-like")], "pixart": [("ToCa", "FORA-like"),
+                                                                             ("DuCa", "FORA-like")]}
+
+
+def _x(row: dict, axis: str) -> float:
+    return row["speedup"] if axis == "speedup" else 1.0 / row["macs_ratio"]
+
+
+def interpolate(rows: list[dict], axis: str, x: float) -> float | None:
+    """PSNR of a method's curve at ``x`` (linear between its two nearest points); None outside its range."""
+    pts = sorted((_x(r, axis), r["psnr"]) for r in rows)
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def compare_all(methods: dict[str, list[dict]], claims: list[tuple[str, str]]) -> dict:
+    """For each claim and axis: every point of the method with the rival's PSNR at the same x (or None)."""
+    out: dict = {}
+    for method, rival in claims:
+        if method not in methods or rival not in methods:
+            continue
+        out[f"{method} vs {rival}"] = {
+            axis: [{"label": r["label"], "x": round(_x(r, axis), 3), "psnr": round(r["psnr"], 2),
+                    "rival_psnr": None if (v := interpolate(methods[rival], axis, _x(r, axis))) is None
+                    else round(v, 2)} for r in methods[method]]
+            for axis in ("speedup", "mac_reduction")
+        }
+    return out
+
+
 def plot(results: dict, path: Path) -> None:
+    """Two rows of panels, one column per family: PSNR vs measured speedup, and PSNR vs MAC reduction."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
-    for ax, (family, fam) in zip(axes[0], results.items()):
-        for method, rows in fam["methods"].items():
-            xs = [r["speedup"] for r in rows]
-            ys = [r["psnr"] for r in rows]
-            ax.plot(xs, ys, marker="o", label=method)
-            for r in rows:
-                ax.annotate(r["label"], (r["speedup"], r["psnr"]), fontsize=6)
-        ax.set_xlabel("measured speedup (x)")
-        ax.set_ylabel("PSNR vs uncached (dB)")
-        ax.set_title(f"reference {family}")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
+    axes_of = {"speedup": "measured speedup (x, wall clock)", "mac_reduction": "MAC reduction (x, exact)"}
+    fig, axes = plt.subplots(2, len(results), figsize=(5.5 * len(results), 8), squeeze=False)
+    for col, (family, fam) in enumerate(results.items()):
+        for row, (key, label) in enumerate(axes_of.items()):
+            ax = axes[row][col]
+            for method, rows in fam["methods"].items():
+                xs = [r["speedup"] if key == "speedup" else 1.0 / r["macs_ratio"] for r in rows]
+                ys = [r["psnr"] for r in rows]
+                ax.plot(xs, ys, marker="o", label=method)
+                for x, y, r in zip(xs, ys, rows):
+                    ax.annotate(r["label"], (x, y), fontsize=6)
+            ax.set_xlabel(label)
+            ax.set_ylabel("PSNR vs uncached (dB)")
+            ax.set_title(f"reference {family}")
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

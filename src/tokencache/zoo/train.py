@@ -46,16 +46,16 @@ class TrainConfig:
     ema_decay: float = 0.999
     cond_drop: float = 0.1
     min_snr_gamma: float = 5.0
-    minutes: float = 6.0
+    minutes: float = 30.0
     seed: int = 0
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "classifier": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup": 100, "weight_decay": 1e-4},
     "vae": {"steps": 1200, "batch_size": 32, "lr": 1e-3, "warmup": 50},
-    "unet": {"steps": 1000, "batch_size": 32, "lr": 3e-4},
+    "unet": {"steps": 2600, "batch_size": 32, "lr": 1e-3},
     "dit": {"steps": 2000, "batch_size": 64, "lr": 3e-4},
-    "pixart": {"steps": 1600, "batch_size": 64, "lr": 3e-4},
+    "pixart": {"steps": 6500, "batch_size": 64, "lr": 1e-3},
 }
 
 
@@ -320,7 +320,7 @@ def train_diffusion(
 
 def train(
     family: str,
-    minutes: float = 6.0,
+    minutes: float = 30.0,
     seed: int = 0,
     out: Path | None = None,
     steps: int | None = None,
@@ -331,7 +331,7 @@ def train(
 
     Args:
         family (`str`): one of `TRAIN_FAMILIES`.
-        minutes (`float`, defaults to 6.0): wall-clock cap.
+        minutes (`float`, defaults to 30.0): wall-clock cap.
         seed (`int`, defaults to 0): seeds initialisation, batches, noise and label dropout.
         out (`Path`, *optional*): output directory; defaults to the shipped weights directory.
         steps, batch_size, lr: override the family's defaults in `DEFAULTS`.
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m tokencache.zoo.train", description=__doc__.split("\n")[0]
     )
     parser.add_argument("family", choices=TRAIN_FAMILIES)
-    parser.add_argument("--minutes", type=float, default=6.0, help="wall-clock cap (default 6)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock cap (default 30)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: shipped weights)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: per family)")
