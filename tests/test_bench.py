@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tokencache as tc
-from conftest import tiny_unet
+from conftest import tiny_unet, tiny_vae
 from tokencache import bench
 from tokencache.stats import count_macs
 
@@ -45,6 +45,7 @@ def test_run_bench_rows_and_ratios(tmp_path):
 
 def test_cli_json_schema(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "build_model", lambda name, dtype, device: (tiny_unet(), "unet"))
+    monkeypatch.setattr(bench, "build_vae", lambda dtype, device: tiny_vae())
     out = tmp_path / "r.json"
     code = bench.run(bench_args(["--model", "sd15", "--resolution", "64", "--steps", "4", "--repeats", "1",
                                  "--warmup", "0", "--methods", "deepcache:fast", "--json", str(out),
@@ -53,7 +54,9 @@ def test_cli_json_schema(tmp_path, monkeypatch):
     data = json.loads(out.read_text())
     assert [r["name"] for r in data["rows"]] == ["baseline", "deepcache:fast"]
     assert set(data["rows"][1]) >= {"loop_s", "speedup", "macs_ratio", "macs_per_image", "peak_mem_bytes",
-                                    "cache_bytes", "psnr_vs_baseline", "speedup_per_mac_reduction", "error"}
+                                    "cache_bytes", "psnr_vs_baseline", "speedup_per_mac_reduction", "error",
+                                    "e2e_s", "e2e_speedup", "nearest_peer", "faster_than_nearest_peer"}
+    assert data["mode"] == "shapes" and data["rows"][1]["faster_than_nearest_peer"] is None  # random weights
     assert (tmp_path / "r.md").exists() and (tmp_path / "r.png").exists()
 
 
@@ -73,7 +76,7 @@ def bench_args(argv):
 
 
 def test_failing_or_unknown_peer_gives_an_error_row(monkeypatch):
-    def broken(model, loop):
+    def broken(target):
         raise ImportError("No module named 'cache_dit'")
 
     monkeypatch.setitem(bench.PEERS, "peer:broken", broken)
@@ -84,3 +87,143 @@ def test_failing_or_unknown_peer_gives_an_error_row(monkeypatch):
     assert by["peer:broken"].error == "ImportError: No module named 'cache_dit'"
     assert "unknown" in by["peer:nope"].error
     assert not by["baseline"].error and by["baseline"].loop_s > 0
+
+
+def test_shapes_end_to_end_adds_the_vae_decode_of_the_final_latents(monkeypatch):
+    vae = tiny_vae()
+    decoded = []
+    decode = vae.decode
+    monkeypatch.setattr(vae, "decode", lambda z, *a, **k: decoded.append(z.shape) or decode(z, *a, **k))
+    monkeypatch.setattr(bench, "build_model", lambda name, dtype, device: (tiny_unet(), "unet"))
+    monkeypatch.setattr(bench, "build_vae", lambda dtype, device: vae)
+    args = bench_args(["--model", "sd15", "--resolution", "64", "--steps", "3"])
+    work, mode, _ = bench._workload(args, torch.float32)
+    assert mode == "shapes"
+    rows = bench.run_workload(work, {"dato:fast": tc.DaToConfig.preset("fast")}, repeats=1, warmup=0,
+                              progress=False)
+    assert decoded == [(1, 4, 8, 8)] * 2  # once per timed run (baseline, dato:fast), in the same run
+    base, fast = rows
+    for r in rows:
+        assert not r.error and r.e2e_s > r.loop_s > 0
+    assert fast.e2e_speedup == pytest.approx(base.e2e_s / fast.e2e_s)
+    assert fast.speedup == pytest.approx(base.loop_s / fast.loop_s)
+
+
+def test_sd_vae_shape():
+    from diffusers import AutoencoderKL
+
+    with torch.device("meta"):
+        vae = AutoencoderKL(**bench.SD_VAE)
+    assert sum(p.numel() for p in vae.parameters()) == 83_653_863  # Stable Diffusion's published VAE
+    assert len(vae.decoder.up_blocks) == 4 and vae.config.latent_channels == 4
+
+
+def _check_reference_rows(rows, methods):
+    by = {r.name: r for r in rows}
+    base = by["baseline"]
+    assert not base.error and base.psnr_vs_baseline == float("inf") and 0 <= base.accuracy <= 1
+    for r in rows:
+        assert not r.error, r.error
+        assert r.e2e_s >= r.loop_s > 0
+        assert r.e2e_speedup == pytest.approx(base.e2e_s / r.e2e_s)
+        assert r.speedup == pytest.approx(base.loop_s / r.loop_s)
+    for name in methods:
+        assert 0 < by[name].psnr_vs_baseline < float("inf") and 0 < by[name].macs_ratio < 1
+    return by
+
+
+def test_reference_unet_end_to_end_psnr_and_accuracy():
+    work = bench.reference_workload("unet", steps=3, batch=2)
+    rows = bench.run_workload(work, {"dato:fast": tc.DaToConfig.preset("fast")}, peers=["peer:deepcache"],
+                              repeats=1, warmup=0, progress=False)
+    by = _check_reference_rows(rows, ["dato:fast"])
+    assert by["peer:deepcache"].psnr_vs_baseline < float("inf")  # the pip DeepCache ran on the zoo UNet
+    assert not tc.is_applied(work.pipe)
+
+
+def test_reference_dit_with_diffusers_hook_peers_leaves_the_model_clean():
+    work = bench.reference_workload("dit", steps=3, batch=2)
+    first = work.generate()
+    rows = bench.run_workload(work, {"toca:fast": tc.ToCaConfig.preset("fast")},
+                              peers=["peer:pab", "peer:first-block-cache"], repeats=1, warmup=0, progress=False)
+    by = _check_reference_rows(rows, ["toca:fast"])
+    assert by["peer:pab"].psnr_vs_baseline < float("inf")  # PAB reused attention at t=334 (in 100..800)
+    assert by["toca:fast"].nearest_peer == "" and by["toca:fast"].faster_than_nearest_peer is None  # not asked
+    den = work.denoiser
+    assert not any(getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in den.modules())
+    assert not den._forward_pre_hooks and not den._forward_hooks  # the harness's own hooks are gone too
+    assert torch.equal(work.generate(), first)  # a baseline run after the peers equals the first one
+
+
+def test_snapshot_restores_what_a_peer_leaves_behind():
+    from tokencache.peers import snapshot
+
+    model = tiny_unet()
+    block = model.down_blocks[0]
+    restore = snapshot(model)
+    block.forward = lambda *a, **k: None
+    block._norm1_emb = torch.nn.Linear(2, 2)
+    model.flag = True
+    assert sorted(restore()) == ["UNet2DConditionModel", "down_blocks.0"]
+    assert "forward" not in vars(block) and "_norm1_emb" not in block._modules and not hasattr(model, "flag")
+    assert restore() == []
+
+
+def _row(name, psnr, e2e, error=""):
+    return bench.Row(name, psnr_vs_baseline=psnr, e2e_s=e2e, error=error)
+
+
+def test_nearest_peer_by_psnr():
+    inf = float("inf")
+    rows = [
+        _row("baseline", inf, 1.0),
+        _row("toca:fast", 30.0, 0.5),
+        _row("duca:fast", 20.0, 0.9),
+        _row("fora:lossless", inf, 0.95),
+        _row("dato:broken", 0.0, 0.0, error="ValueError: x"),
+        _row("peer:a", 31.0, 0.6),
+        _row("peer:b", 22.0, 0.8),
+        _row("peer:b-slow", 18.0, 2.0),  # as near to duca:fast as peer:b: the faster peer is taken
+        _row("peer:c", inf, 0.7),
+        _row("peer:failed", 20.0, 0.1, error="ImportError: no"),
+    ]
+    by = {r.name: r for r in bench.nearest_peers(rows)}
+    assert (by["toca:fast"].nearest_peer, by["toca:fast"].nearest_peer_psnr) == ("peer:a", 31.0)
+    assert by["toca:fast"].faster_than_nearest_peer is True and by["toca:fast"].nearest_peer_e2e_s == 0.6
+    assert (by["duca:fast"].nearest_peer, by["duca:fast"].faster_than_nearest_peer) == ("peer:b", False)
+    assert (by["fora:lossless"].nearest_peer, by["fora:lossless"].faster_than_nearest_peer) == ("peer:c", False)
+    for name in ("baseline", "dato:broken", "peer:a"):
+        assert by[name].nearest_peer == "" and by[name].faster_than_nearest_peer is None
+
+
+def test_nearest_peer_none_without_comparable_peer():
+    inf = float("inf")
+    only_failed = bench.nearest_peers([_row("toca:fast", 30.0, 0.5), _row("peer:x", 30.0, 1.0, error="E: e")])
+    assert only_failed[0].faster_than_nearest_peer is None and only_failed[0].nearest_peer == ""
+    only_lossless = bench.nearest_peers([_row("toca:fast", 30.0, 0.5), _row("peer:x", inf, 1.0)])
+    assert only_lossless[0].faster_than_nearest_peer is None
+    md = bench.to_markdown(bench.nearest_peers([_row("toca:fast", 30.0, 0.5), _row("peer:x", 29.0, 1.0)]))
+    assert "| peer:x (29.0 dB) | yes |" in md
+
+
+def test_checkpoint_mode_times_the_whole_pipeline(saved_pipe, tmp_path):
+    out = tmp_path / "c.json"
+    code = bench.run(bench_args(["--model", str(saved_pipe), "--steps", "3", "--repeats", "1", "--warmup", "0",
+                                 "--methods", "dato:fast", "--peers", "peer:deepcache", "--json", str(out)]))
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["mode"] == "checkpoint"
+    base, fast, peer = data["rows"]
+    for r in (base, fast, peer):
+        assert not r["error"] and r["e2e_s"] >= r["loop_s"] > 0
+    assert fast["psnr_vs_baseline"] < float("inf") and base["psnr_vs_baseline"] == float("inf")
+    assert peer["psnr_vs_baseline"] < float("inf")  # DeepCache reused the deep features at steps 2 and 3
+    assert fast["nearest_peer"] == "peer:deepcache"  # the only peer, so the nearest
+    assert fast["faster_than_nearest_peer"] == (fast["e2e_s"] <= peer["e2e_s"])
+
+
+def test_invalid_arguments_name_the_field():
+    with pytest.raises(ValueError, match="--steps=0 is invalid; allowed: an integer >= 1"):
+        bench.run(bench_args(["--reference", "dit", "--steps", "0"]))
+    with pytest.raises(ValueError, match="--resolution=64 is not allowed with --reference"):
+        bench.run(bench_args(["--reference", "dit", "--resolution", "64"]))
