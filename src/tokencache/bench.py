@@ -616,6 +616,14 @@ def plot(rows: list[Row], path: str | Path, title: str = "") -> Path:
     return path
 
 
+#: methods benchmarked when ``--methods`` is not given, by denoiser family
+DEFAULT_METHODS = {
+    "unet": "dato:fast,dato:balanced,deepcache:balanced,tome:balanced",
+    "dit": "toca:balanced,duca:fast,fora:balanced",
+    "pixart": "toca:balanced,duca:fast,fora:balanced",
+}
+
+
 def parse_method(spec: str) -> BaseConfig:
     """``method:preset`` (e.g. ``dato:fast``) or a config file path -> config."""
     if Path(spec).suffix in (".yaml", ".yml", ".json"):
@@ -636,8 +644,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help=f"one of {sorted(MODELS)} (random weights) or a local diffusers checkpoint path")
     where.add_argument("--reference", default=None, choices=FAMILIES,
                        help="time a trained zoo pipeline end to end (PSNR and accuracy are meaningful)")
-    p.add_argument("--methods", default="dato:fast,dato:balanced,deepcache:balanced,tome:balanced",
-                   help="comma-separated method:preset specs or config files")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated method:preset specs or config files (default: the presets of the model's "
+                        f"family: UNets {DEFAULT_METHODS['unet']}; transformers {DEFAULT_METHODS['dit']})")
     p.add_argument("--peers", default="", help=f"comma-separated peers to run alongside: {sorted(PEERS)}")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--resolution", type=int, default=None, help="image side (not for --reference: 16 px)")
@@ -700,7 +709,8 @@ def _workload(args: argparse.Namespace, dtype: torch.dtype) -> tuple[Workload, s
 def run(args: argparse.Namespace) -> int:
     dtype = getattr(torch, args.dtype)
     work, mode, what = _workload(args, dtype)
-    configs = {s: parse_method(s) for s in args.methods.split(",") if s}
+    methods = args.methods if args.methods is not None else DEFAULT_METHODS[denoiser_kind(work.denoiser)]
+    configs = {s: parse_method(s) for s in methods.split(",") if s}
     peers = [s for s in args.peers.split(",") if s]
     rows = run_workload(work, configs, peers=peers, repeats=args.repeats, warmup=args.warmup, compile=args.compile,
                         progress=args.json_out != "-")
