@@ -19,6 +19,7 @@ import torch
 import tokencache as tc
 from tokencache import zoo
 from tokencache.metrics import class_accuracy, psnr
+from tokencache.search import shipped_strategies
 
 
 def sweeps(family: str) -> dict[str, list[tuple[str, tc.config.BaseConfig]]]:
@@ -32,6 +33,8 @@ def sweeps(family: str) -> dict[str, list[tuple[str, tc.config.BaseConfig]]]:
             "DaTo": [(f"N={k},r={r}", tc.DaToConfig(cache_plan=uniform(k, 1), prune_ratio=r))
                      for k, r in ((2, 0.3), (3, 0.4), (5, 0.4), (8, 0.5))]
             + [("fast", tc.DaToConfig.preset("fast"))],
+            "DaTo (searched)": [(path.stem.rsplit("_", 1)[-1], tc.load_config(path))
+                                for name, path in shipped_strategies().items() if name.startswith("reference_unet")],
             "DeepCache-like": [(f"N={k}", tc.DeepCacheConfig(interval=k, branch=0)) for k in (2, 3, 5, 8)],
             "ToMe-like": [(f"r={r}", tc.ToMeConfig(ratio=r)) for r in (0.3, 0.5, 0.7)],
         }
@@ -98,7 +101,8 @@ def main() -> None:
 
 
 #: the seeds' claims: (method, rival) pairs compared at equal speedup
-CLAIMS = {"unet": [("DaTo", "DeepCache-like"), ("DaTo", "ToMe-like")],
+CLAIMS = {"unet": [("DaTo", "DeepCache-like"), ("DaTo", "ToMe-like"), ("DaTo (searched)", "DaTo"),
+                   ("DaTo (searched)", "DeepCache-like")],
           "dit": [("ToCa", "FORA-like"), ("DuCa", "FORA-like")], "pixart": [("ToCa", "FORA-like"),
                                                                              ("DuCa", "FORA-like")]}
 

@@ -190,7 +190,7 @@ def test_latency_is_relative_to_a_warm_baseline_of_this_process(sd_pipe, tmp_pat
     from tokencache.search import EvalSettings, Evaluator
 
     settings = EvalSettings(["a cat", "a dog"], [0, 1], steps=4, batch_size=2)
-    Evaluator(sd_pipe, settings, cache_dir=tmp_path).baseline  # a first process fills the cache file
+    _ = Evaluator(sd_pipe, settings, cache_dir=tmp_path).baseline  # a first process fills the cache file
     (path,) = tmp_path.glob("baseline_*.pt")
     data = torch.load(path, weights_only=True)
     torch.save({**data, "wall_s": torch.tensor(1e6)}, path)  # a stale time from another process or machine
@@ -200,3 +200,23 @@ def test_latency_is_relative_to_a_warm_baseline_of_this_process(sd_pipe, tmp_pat
     # a ratio of two warm runs: near 1 (wide bounds: shared CI machine), not a ratio to a cold/cached figure
     assert 0.2 < m["latency"] < 5.0
     assert ev.baseline_wall > 0
+
+
+def test_shipped_reference_strategies_dominate_their_presets():
+    # the search's result, checked again on its own fixed samples: fewer MACs and higher PSNR than the preset
+    from tokencache import zoo
+    from tokencache.search import EvalSettings, Evaluator, shipped_strategies
+    from tokencache.search.study import default_prompts, pick_samples
+
+    strategies = shipped_strategies()
+    assert {"reference_unet_dato50_quality", "reference_unet_dato50_balanced", "reference_unet_dato50_fast"} <= set(
+        strategies)
+    pipe = zoo.load("unet")
+    prompts, seeds = pick_samples(default_prompts(pipe), 4, 0)  # what `tokencache search --samples 4` used
+    ev = Evaluator(pipe, EvalSettings(prompts, seeds, steps=50))
+    for name in ("quality", "balanced"):
+        found = ev.evaluate(tc.load_config(strategies[f"reference_unet_dato50_{name}"]))
+        preset = ev.evaluate(tc.DaToConfig.preset(name))
+        assert found["macs"] <= preset["macs"] and found["psnr"] > preset["psnr"] + 1.0, name
+    fast = tc.load_config(strategies["reference_unet_dato50_fast"])
+    assert isinstance(fast, tc.DaToConfig) and fast.cache_plan[0] == "full" and len(fast.cache_plan) == 50

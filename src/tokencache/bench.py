@@ -542,7 +542,10 @@ def _cells(r: Row, accuracy: bool, nearest: bool) -> list[str]:
     cells.append(f"{r.cache_bytes / 2**20:.0f}")
     if nearest:
         near = "" if r.faster_than_nearest_peer is None else f"{r.nearest_peer} ({r.nearest_peer_psnr:.1f} dB)"
-        cells += [near, {None: "", True: "yes", False: "no"}[r.faster_than_nearest_peer]]
+        faster = {None: "", True: "yes", False: "no"}[r.faster_than_nearest_peer]
+        if r.faster_than_nearest_peer is not None:  # the margin: a "no" by 1% is within timing noise
+            faster += f" ({r.nearest_peer_e2e_s / r.e2e_s:.2f}x)"
+        cells += [near, faster]
     return cells
 
 
@@ -553,7 +556,7 @@ def _header(accuracy: bool, nearest: bool) -> list[str]:
         cols.append("accuracy")
     cols.append("cache MiB")
     if nearest:
-        cols += ["nearest-PSNR peer", "e2e at least as fast"]
+        cols += ["nearest-PSNR peer", "e2e at least as fast (peer time / ours)"]
     return cols
 
 
@@ -710,7 +713,11 @@ def run(args: argparse.Namespace) -> int:
     dtype = getattr(torch, args.dtype)
     work, mode, what = _workload(args, dtype)
     methods = args.methods if args.methods is not None else DEFAULT_METHODS[denoiser_kind(work.denoiser)]
-    configs = {s: parse_method(s) for s in methods.split(",") if s}
+    specs = [s for s in methods.split(",") if s]
+    names = [Path(s).stem if Path(s).suffix else s for s in specs]  # a config file's row: its file stem
+    if len(set(names)) != len(names):
+        raise ValueError(f"bench --methods={methods!r} names a config twice (rows {names}); allowed: distinct names")
+    configs = {n: parse_method(s) for n, s in zip(names, specs)}
     peers = [s for s in args.peers.split(",") if s]
     rows = run_workload(work, configs, peers=peers, repeats=args.repeats, warmup=args.warmup, compile=args.compile,
                         progress=args.json_out != "-")

@@ -40,13 +40,22 @@ class DemoRow:
 
 
 def methods_for(family: str) -> list[tuple[str, BaseConfig]]:
-    """``(name, config)`` of every preset that applies to a zoo family (those that exist)."""
+    """``(name, config)`` of every preset that applies to a zoo family, then its shipped searched strategies."""
+    from .config import load_config
+    from .search import shipped_strategies
+
     wanted = UNET_METHODS if family == "unet" else DIT_METHODS
     out = []
     for method, preset in wanted:
         cls = CONFIG_CLASSES.get(method)
         if cls is not None and preset in cls.PRESETS:
             out.append((f"{method}:{preset}", cls.preset(preset)))
+    order = {"quality": 0, "balanced": 1, "fast": 2}
+    found = [(name.rsplit("_", 1)[-1], path) for name, path in shipped_strategies().items()
+             if name.startswith(f"reference_{family}_")]  # e.g. reference_unet_dato50_balanced
+    for label, path in sorted(found, key=lambda f: (order.get(f[0], 3), f[0])):
+        cfg = load_config(path)
+        out.append((f"{cfg.method}:searched-{label}", cfg))
     return out
 
 

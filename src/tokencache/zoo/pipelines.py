@@ -107,7 +107,8 @@ def load(
         if isinstance(component, torch.nn.Module):
             component.eval().requires_grad_(False)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=dtype)
+    # built in float32: only cast when asked (diffusers warns on a cast to the same dtype)
+    return pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
 
 
 def load_classifier(
