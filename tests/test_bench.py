@@ -60,6 +60,21 @@ def test_cli_json_schema(tmp_path, monkeypatch):
     assert (tmp_path / "r.md").exists() and (tmp_path / "r.png").exists()
 
 
+def test_cli_config_files_and_default_methods(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "build_model", lambda name, dtype, device: (tiny_unet(), "unet"))
+    monkeypatch.setattr(bench, "build_vae", lambda dtype, device: tiny_vae())
+    cfg = tc.DeepCacheConfig(interval=2).save(tmp_path / "my_strategy.yaml")
+    out = tmp_path / "r.json"
+    common = ["--model", "sd15", "--resolution", "64", "--steps", "3", "--repeats", "1", "--warmup", "0"]
+    assert bench.run(bench_args([*common, "--methods", str(cfg), "--json", str(out)])) == 0
+    assert [r["name"] for r in json.loads(out.read_text())["rows"]] == ["baseline", "my_strategy"]  # file stem
+    with pytest.raises(ValueError, match="names a config twice"):
+        bench.run(bench_args([*common, "--methods", f"{cfg},{cfg}"]))
+    assert bench.run(bench_args([*common, "--json", str(out)])) == 0  # no --methods: the UNet presets
+    names = [r["name"] for r in json.loads(out.read_text())["rows"]]
+    assert names == ["baseline", *bench.DEFAULT_METHODS["unet"].split(",")]
+
+
 def test_unknown_model_and_method():
     with pytest.raises(ValueError, match="model='sd99'"):
         bench.build_model("sd99")
@@ -203,7 +218,7 @@ def test_nearest_peer_none_without_comparable_peer():
     only_lossless = bench.nearest_peers([_row("toca:fast", 30.0, 0.5), _row("peer:x", inf, 1.0)])
     assert only_lossless[0].faster_than_nearest_peer is None
     md = bench.to_markdown(bench.nearest_peers([_row("toca:fast", 30.0, 0.5), _row("peer:x", 29.0, 1.0)]))
-    assert "| peer:x (29.0 dB) | yes |" in md
+    assert "| peer:x (29.0 dB) | yes (2.00x) |" in md  # the margin: peer time / ours
 
 
 def test_checkpoint_mode_times_the_whole_pipeline(saved_pipe, tmp_path):
