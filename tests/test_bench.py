@@ -242,3 +242,39 @@ def test_invalid_arguments_name_the_field():
         bench.run(bench_args(["--reference", "dit", "--steps", "0"]))
     with pytest.raises(ValueError, match="--resolution=64 is not allowed with --reference"):
         bench.run(bench_args(["--reference", "dit", "--resolution", "64"]))
+
+
+@pytest.mark.parametrize("name, res, gmacs", [("dit-xl-2", 256, 118.6), ("dit-xl-2-512", 512, 524.6)])
+def test_dit_xl2_macs_match_the_published_gflops(name, res, gmacs):
+    from diffusers import DiTTransformer2DModel
+
+    with torch.device("meta"):
+        dit = DiTTransformer2DModel(**bench.MODELS[name][1])
+    x = torch.empty(1, 4, res // 8, res // 8, device="meta")
+    kw = {"timestep": torch.zeros(1, dtype=torch.long, device="meta"),
+          "class_labels": torch.zeros(1, dtype=torch.long, device="meta")}
+    assert count_macs(dit, (x,), kw) == pytest.approx(gmacs * 1e9, rel=0.01)  # DiT paper, Table 4
+
+
+def test_pixart_1024_and_latte_shapes_run_in_the_bare_loop(monkeypatch):
+    from diffusers import LatteTransformer3DModel, PixArtTransformer2DModel
+
+    # tiny stand-ins with the published shapes' structure: PixArt at sample size 128 conditions on resolution
+    with torch.device("meta"):
+        big = PixArtTransformer2DModel(**bench.MODELS["pixart-alpha-1024"][1])
+    assert big.use_additional_conditions
+    torch.manual_seed(0)
+    pixart = PixArtTransformer2DModel(num_attention_heads=3, attention_head_dim=8, in_channels=4, out_channels=8,
+                                      num_layers=2, sample_size=128, patch_size=16, cross_attention_dim=24,
+                                      caption_channels=24, norm_type="ada_norm_single", num_embeds_ada_norm=1000,
+                                      use_additional_conditions=True).eval()
+    latte = LatteTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                    num_layers=2, sample_size=8, patch_size=2, cross_attention_dim=16,
+                                    caption_channels=24, video_length=3).eval()
+    assert bench.denoiser_kind(latte) == "latte"
+    for model, res in ((pixart, 1024), (latte, 64)):
+        work = bench.bare_workload(model, resolution=res, steps=3, guidance=4.5, vae=tiny_vae())
+        rows = bench.run_workload(work, {"toca": tc.ToCaConfig(interval=2, fresh_ratio=0.5)}, repeats=1, warmup=0,
+                                  progress=False)
+        assert [r.error for r in rows] == ["", ""], rows
+        assert 0 < rows[1].macs_ratio < 1 and rows[1].psnr_vs_baseline < float("inf")

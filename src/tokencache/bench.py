@@ -3,7 +3,7 @@
 Three modes, each timing the baseline, every method config and every peer alternately after a warm-up,
 on the same seeded inputs:
 
-* **shapes** (``--model sd15|sd21|sdxl|dit-xl-2|pixart-alpha``): denoisers of published shapes with random
+* **shapes** (``--model NAME``, one of :data:`MODELS`): denoisers of published shapes with random
   weights, run in a bare denoising loop (denoiser + scheduler), then the final latents are decoded by a
   random-weight SD-shaped VAE. End-to-end = loop + decode; there is no text encoder. Good for speed and
   MACs only, never for quality (random weights make caching look free).
@@ -52,8 +52,8 @@ from .shapes import (  # noqa: F401  (re-exported: bench.MODELS, bench.build_mod
 
 #: default CFG scales: random-weight shapes and local checkpoints (the pipelines' own defaults) per denoiser
 #: kind, and the zoo reference models (``zoo.sample``'s default).
-GUIDANCE = {"unet": 7.5, "dit": 1.5, "pixart": 1.5}
-CHECKPOINT_GUIDANCE = {"unet": 7.5, "dit": 4.0, "pixart": 4.5}
+GUIDANCE = {"unet": 7.5, "dit": 1.5, "pixart": 1.5, "latte": 7.5}
+CHECKPOINT_GUIDANCE = {"unet": 7.5, "dit": 4.0, "pixart": 4.5, "latte": 7.5}
 REFERENCE_GUIDANCE = 3.0
 CHECKPOINT_PROMPT = "a photo of a cat sitting on a wooden table"
 
@@ -136,7 +136,8 @@ def bare_workload(
     def generate() -> torch.Tensor:
         latents = loop()
         if vae is not None:
-            vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor)
+            frames = latents if latents.ndim == 4 else latents.transpose(1, 2).flatten(0, 1)  # video: per frame
+            vae.decode(frames.to(vae.dtype) / vae.config.scaling_factor)
         return latents
 
     return Workload(model, generate, images=batch, steps=steps, cfg=guidance > 1.0, scheduler=loop.scheduler,
@@ -202,7 +203,9 @@ def checkpoint_workload(
             return pipe(class_labels=list(range(batch)), **kw).images.float().cpu()
         if resolution:
             kw.update(height=resolution, width=resolution)
-        return pipe(prompt=[CHECKPOINT_PROMPT] * batch, **kw).images.float().cpu()
+        out = pipe(prompt=[CHECKPOINT_PROMPT] * batch, **kw)
+        images = out.frames if hasattr(out, "frames") else out.images  # video pipelines (Latte) return frames
+        return images.float().cpu()
 
     return Workload(denoiser, generate, images=batch, steps=steps, cfg=guidance > 1.0, pipe=pipe,
                     scheduler=pipe.scheduler, data_range=1.0)
@@ -624,6 +627,7 @@ DEFAULT_METHODS = {
     "unet": "dato:fast,dato:balanced,deepcache:balanced,tome:balanced",
     "dit": "toca:balanced,duca:fast,fora:balanced",
     "pixart": "toca:balanced,duca:fast,fora:balanced",
+    "latte": "toca:balanced,duca:fast,fora:balanced",
 }
 
 

@@ -33,6 +33,13 @@ DIT_XL2 = dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out
 PIXART_ALPHA = dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
                     sample_size=64, patch_size=2, cross_attention_dim=1152, caption_channels=4096,
                     norm_type="ada_norm_single", num_embeds_ada_norm=1000, interpolation_scale=1)
+DIT_XL2_512 = {**DIT_XL2, "sample_size": 64}
+PIXART_ALPHA_1024 = {**PIXART_ALPHA, "sample_size": 128, "interpolation_scale": 2}
+#: Latte-1 (PixArt-alpha-style spatial and temporal blocks, 16 frames)
+LATTE = dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
+             sample_size=64, patch_size=2, cross_attention_dim=1152, caption_channels=4096,
+             norm_type="ada_norm_single", num_embeds_ada_norm=1000, activation_fn="gelu-approximate",
+             video_length=16)
 #: Stable Diffusion's VAE (also SDXL's and PixArt-alpha's architecture): 4 latent channels, 8x upsampling.
 SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32,
               block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
@@ -44,18 +51,22 @@ MODELS: dict[str, tuple[str, dict, int, str]] = {
     "sd21": ("unet", SD21_UNET, 768, "v_prediction"),
     "sdxl": ("unet", SDXL_UNET, 1024, "epsilon"),
     "dit-xl-2": ("dit", DIT_XL2, 256, "epsilon"),
+    "dit-xl-2-512": ("dit", DIT_XL2_512, 512, "epsilon"),
     "pixart-alpha": ("pixart", PIXART_ALPHA, 512, "epsilon"),
+    "pixart-alpha-1024": ("pixart", PIXART_ALPHA_1024, 1024, "epsilon"),
+    "latte": ("latte", LATTE, 512, "epsilon"),
 }
 
 
 def build_model(name: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> tuple[torch.nn.Module, str]:
     """A random-weight denoiser of a published shape. Returns ``(model, kind)``."""
-    from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
+    from diffusers import DiTTransformer2DModel, LatteTransformer3DModel, PixArtTransformer2DModel, UNet2DConditionModel
 
     if name not in MODELS:
         raise ValueError(f"bench model={name!r} is unknown; allowed: {sorted(MODELS)} or a checkpoint directory")
     kind, cfg, _, _ = MODELS[name]
-    cls = {"unet": UNet2DConditionModel, "dit": DiTTransformer2DModel, "pixart": PixArtTransformer2DModel}[kind]
+    cls = {"unet": UNet2DConditionModel, "dit": DiTTransformer2DModel, "pixart": PixArtTransformer2DModel,
+           "latte": LatteTransformer3DModel}[kind]
     torch.manual_seed(0)
     model = cls(**cfg).to(device=device, dtype=dtype).eval()
     return model, kind
@@ -70,11 +81,13 @@ def build_vae(dtype: torch.dtype = torch.float32, device: str = "cpu") -> torch.
 
 
 def denoiser_kind(model: torch.nn.Module) -> str:
-    """``"dit"``, ``"pixart"`` or ``"unet"`` (anything else is driven like a UNet)."""
-    from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel
+    """``"dit"``, ``"pixart"``, ``"latte"`` or ``"unet"`` (anything else is driven like a UNet)."""
+    from diffusers import DiTTransformer2DModel, LatteTransformer3DModel, PixArtTransformer2DModel
 
     if isinstance(model, DiTTransformer2DModel):
         return "dit"
+    if isinstance(model, LatteTransformer3DModel):
+        return "latte"
     if isinstance(model, PixArtTransformer2DModel):
         return "pixart"
     return "unet"
@@ -96,7 +109,9 @@ def make_loop(
     cfgd = model.config
     lat = resolution // 8
     g = torch.Generator().manual_seed(seed)
-    latents0 = torch.randn(batch, cfgd.in_channels, lat, lat, generator=g).to(dev, dtype)
+    shape = (batch, cfgd.in_channels, cfgd.video_length, lat, lat) if kind == "latte" else (
+        batch, cfgd.in_channels, lat, lat)
+    latents0 = torch.randn(shape, generator=g).to(dev, dtype)
     kwargs: dict[str, Any] = {}
     if kind == "unet":
         ctx = torch.randn(rows, 77, cfgd.cross_attention_dim, generator=g).to(dev, dtype)
@@ -113,9 +128,14 @@ def make_loop(
         labels = torch.arange(batch) % 1000
         kwargs["class_labels"] = torch.cat([torch.full_like(labels, 1000), labels]) if cfg else labels
         kwargs["class_labels"] = kwargs["class_labels"].to(dev)
-    else:
+    else:  # PixArt and Latte: T5-sized caption embeddings
         kwargs["encoder_hidden_states"] = torch.randn(rows, 120, cfgd.caption_channels, generator=g).to(dev, dtype)
-        kwargs["added_cond_kwargs"] = {"resolution": None, "aspect_ratio": None}
+        if kind == "pixart":  # PixArt-alpha 1024 conditions on resolution and aspect ratio
+            extra = model.use_additional_conditions
+            size = torch.tensor([[resolution, resolution]] * rows, dtype=dtype, device=dev)
+            aspect = torch.ones(rows, 1, dtype=dtype, device=dev)
+            kwargs["added_cond_kwargs"] = {"resolution": size if extra else None,
+                                           "aspect_ratio": aspect if extra else None}
 
     def loop() -> torch.Tensor:
         sched.set_timesteps(steps)
