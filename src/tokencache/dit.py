@@ -337,6 +337,14 @@ def block_stacks(model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]
     return stacks
 
 
+#: score -> the projections it is computed from: (attention module, projection, on full steps only).
+_CAPTURES = {
+    "vnorm": (("attn1", "v", True),),
+    "attention": (("attn1", "q", True), ("attn1", "k", True)),
+    "cross_entropy": (("attn2", "q", False), ("attn2", "k", False)),
+}
+
+
 def install_dit(handle: Handle) -> None:
     """Register the ToCa / DuCa / FORA hooks on a DiT, PixArt or Latte transformer."""
     model, cfg, st = handle.denoiser, handle.config, handle.state
@@ -372,16 +380,11 @@ def install_dit(handle: Handle) -> None:
                 handle.token_modules[f"{name}.{kind}"] = kind
             if not scoring:
                 continue
-            if score == "vnorm":
-                handle.register(blk.attn1.to_v, CaptureHook(st, bstate, "v", blk.attn1.heads, True), "dit_capture")
-            elif score == "attention":
-                for key in ("q", "k"):
-                    proj = getattr(blk.attn1, "to_" + key)
-                    handle.register(proj, CaptureHook(st, bstate, key, blk.attn1.heads, True), "dit_capture")
-            elif score == "cross_entropy":
-                for key in ("q", "k"):
-                    proj = getattr(blk.attn2, "to_" + key)
-                    handle.register(proj, CaptureHook(st, bstate, key, blk.attn2.heads, False), "dit_capture")
+            # The projections are leaf layers that LoRA loaded after apply wraps: the hooks follow their paths.
+            for attn, key, full_only in _CAPTURES.get(score, ()):
+                mod, path = getattr(blk, attn), f"{name}.{attn}.to_{key}"
+                hook = CaptureHook(st, bstate, key, mod.heads, full_only)
+                handle.register(getattr(mod, "to_" + key), hook, "dit_capture", follow=path)
     spatial_last = f"{stacks[0][0]}.{len(stacks[0][1]) - 1}"
     temporal_last = f"{stacks[1][0]}.{len(stacks[1][1]) - 1}" if len(stacks) > 1 else None
     patch = int(getattr(model.config, "patch_size", None) or 1)
