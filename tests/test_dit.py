@@ -200,7 +200,7 @@ def test_dit_remove_restores_bit_identical_outputs_and_frees_caches(dit_pipe):
     assert tc.summary(dit_pipe).cache_bytes > 0 and handle.state.cache_bytes() == 0  # freed after the call
     tc.remove(dit_pipe)
     assert (run_dit(dit_pipe) == base).all()
-    assert not any(hasattr(m, "_diffusers_hook") and m._diffusers_hook.hooks for m in dit_pipe.transformer.modules())
+    assert not any(hasattr(m, "_diffusers_hook") for m in dit_pipe.transformer.modules())  # registries deleted
 
 
 @pytest.mark.parametrize(

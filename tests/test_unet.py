@@ -35,6 +35,54 @@ def test_remove_restores_bit_identical_outputs(sd_pipe):
     tc.remove(sd_pipe)  # a second remove is a no-op
 
 
+def test_remove_deletes_the_hook_registries_it_created(sd_pipe):
+    attrs = {n: set(vars(m)) for n, m in sd_pipe.unet.named_modules()}
+    tc.apply(sd_pipe, tc.DaToConfig.preset("fast"))
+    assert sum(hasattr(m, "_diffusers_hook") for m in sd_pipe.unet.modules()) > 10
+    run_sd(sd_pipe, steps=4)
+    tc.remove(sd_pipe)
+    assert not any(hasattr(m, "_diffusers_hook") for m in sd_pipe.unet.modules())
+    assert {n: set(vars(m)) for n, m in sd_pipe.unet.named_modules()} == attrs  # no `forward` left behind either
+
+
+def test_users_own_diffusers_hooks_survive_apply_and_remove(sd_components):
+    from diffusers import StableDiffusionPipeline
+    from diffusers.hooks import HookRegistry, ModelHook
+
+    class Counting(ModelHook):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def pre_forward(self, module, *args, **kwargs):
+            self.calls += 1
+            return args, kwargs
+
+    unet = tiny_unet()
+    unet.enable_group_offload(torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1)
+    attn1 = unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1  # tokencache prunes this one
+    mine = [Counting(), Counting()]
+    for module, hook in zip((unet, attn1), mine):
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, "user.count")
+
+    def layout():
+        hooked = ((n, m._diffusers_hook) for n, m in unet.named_modules() if hasattr(m, "_diffusers_hook"))
+        return {n: list(reg._hook_order) for n, reg in hooked}
+
+    before = layout()
+    assert before[""] == ["group_offloading", "user.count"] and before["down_blocks.0"] == ["group_offloading"]
+    pipe = StableDiffusionPipeline(**{**sd_components, "unet": unet})
+    pipe.set_progress_bar_config(disable=True)
+    base = run_sd(pipe, steps=4)
+    tc.apply(pipe, tc.DaToConfig.preset("fast"))
+    assert not torch.equal(run_sd(pipe, steps=4), base)
+    tc.remove(pipe)
+    assert layout() == before  # the user's registries and hooks stay; tokencache's registries are gone
+    calls = [h.calls for h in mine]
+    assert torch.equal(run_sd(pipe, steps=4), base)
+    assert [h.calls - c for h, c in zip(mine, calls)] == [4, 4]  # and they still run (one UNet call per step)
+
+
 def test_all_full_and_zero_ratio_equals_baseline(sd_pipe):
     base = run_sd(sd_pipe, steps=6)
     tc.apply(sd_pipe, tc.DaToConfig(cache_plan=["full"], prune_ratio=0.0))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
 
 from . import unet as _unet  # noqa: F401  (registers the UNet family)
-from .adapters import Handle, find_family
+from .adapters import Handle, find_family, invalidate_registry_caches
 from .config import BaseConfig
 from .schedule import resample
 from .state import CallState, StepHook
@@ -21,14 +22,25 @@ except ImportError:  # pragma: no cover
 _ATTR = "_tokencache"
 
 
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The diffusers model inside a ``peft.PeftModel`` (PixArt LoRAs are often loaded that way)."""
+    peft = sys.modules.get("peft")  # a PeftModel exists only if peft was imported
+    peft_model = getattr(peft, "PeftModel", None) if peft is not None else None
+    if peft_model is not None and isinstance(model, peft_model):
+        base = model.get_base_model()
+        if isinstance(base, torch.nn.Module):
+            return base
+    return model
+
+
 def _split(target: Any) -> tuple[Any, torch.nn.Module]:
-    """(pipeline or None, denoiser) of a pipeline or a bare model."""
+    """(pipeline or None, denoiser) of a pipeline or a bare model; a ``PeftModel`` is unwrapped."""
     if isinstance(target, torch.nn.Module):
-        return None, target
+        return None, _unwrap(target)
     for attr in ("unet", "transformer"):
         den = getattr(target, attr, None)
         if isinstance(den, torch.nn.Module):
-            return target, den
+            return target, _unwrap(den)
     raise TypeError(
         f"tc.apply target of type {type(target).__name__} is not supported; allowed: a diffusers pipeline "
         "with a `unet` or `transformer`, or the denoiser model itself"
@@ -169,6 +181,12 @@ def apply(
     except Exception:
         handle.remove_hooks()
         raise
+    invalidate_registry_caches(denoiser)
+    # At the start of every call: hooks on leaf layers follow LoRA layers loaded or unloaded since, and
+    # the MAC book notes the adapter layout the call runs with.
+    if any(b.path is not None for b in handle.bindings):
+        state.on_new_call.append(handle.follow_modules)
+    state.on_new_call.append(handle.book.new_call)
     if watch is not None and getattr(pipe, "scheduler", None) is not None:
         watch.attach(pipe.scheduler)
     handle.scheduler = watch

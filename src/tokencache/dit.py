@@ -29,13 +29,12 @@ from typing import Any
 
 import torch
 from diffusers import DiTTransformer2DModel, LatteTransformer3DModel, PixArtTransformer2DModel
-from diffusers.hooks import ModelHook
 from diffusers.models.attention import BasicTransformerBlock
 
 from . import tokens as T
 from .adapters import Family, Handle, register_family
 from .config import DiTMethodConfig, DiTSpec
-from .state import Cache, CallState
+from .state import Cache, CallScopedHook, CallState
 from .unet import SeededNoise
 
 
@@ -102,10 +101,8 @@ class BlockState:
         return 1.0 + weight - 2.0 * weight * x
 
 
-class DenoiserHook(ModelHook):
+class DenoiserHook(CallScopedHook):
     """Innermost hook on the denoiser: sets the step context and notes the model's input for MACs."""
-
-    _is_stateful = True
 
     def __init__(self, state: CallState, ctx: StepContext, patch: int, lasts: tuple[str, str | None]) -> None:
         super().__init__()
@@ -125,14 +122,9 @@ class DenoiserHook(ModelHook):
                 st.book_note("", args, kwargs)
         return self.fn_ref.original_forward(*args, **kwargs)
 
-    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module
 
-
-class BlockHook(ModelHook):
+class BlockHook(CallScopedHook):
     """DuCa aggressive steps: pass the input through, or (last block) return the cached output."""
-
-    _is_stateful = True
 
     def __init__(self, state: CallState, ctx: StepContext, block: BlockState) -> None:
         super().__init__()
@@ -160,11 +152,8 @@ class BlockHook(ModelHook):
             data["out"] = out
         return out
 
-    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module
 
-
-class CaptureHook(ModelHook):
+class CaptureHook(CallScopedHook):
     """Keeps a projection's output (``to_q``/``to_k``/``to_v``) for the block's token score; no extra compute.
 
     Args:
@@ -172,8 +161,6 @@ class CaptureHook(ModelHook):
         heads: attention heads of the parent attention module.
         full_only: capture on full steps only.
     """
-
-    _is_stateful = True
 
     def __init__(self, state: CallState, block: BlockState, key: str, heads: int, full_only: bool) -> None:
         super().__init__()
@@ -189,11 +176,8 @@ class CaptureHook(ModelHook):
                 self.block.cache.data[self.key] = out.detach()
         return out
 
-    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module
 
-
-class TokenModuleHook(ModelHook):
+class TokenModuleHook(CallScopedHook):
     """Token-wise caching of one ``attn1`` / ``attn2`` / ``ff`` module (its pre-gate output per token).
 
     Args:
@@ -206,8 +190,6 @@ class TokenModuleHook(ModelHook):
         noise: tokencache's seeded generator (random scores).
         heads / scale: of the attention module (unused for ``ff``).
     """
-
-    _is_stateful = True
 
     def __init__(
         self,
@@ -335,9 +317,6 @@ class TokenModuleHook(ModelHook):
         st.record.partial[self.name] = (k, n)
         return cached
 
-    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module
-
 
 # ---- structure and installation ---------------------------------------------------------------
 
@@ -356,6 +335,14 @@ def block_stacks(model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]
                     "methods support BasicTransformerBlock blocks only"
                 )
     return stacks
+
+
+#: score -> the projections it is computed from: (attention module, projection, on full steps only).
+_CAPTURES = {
+    "vnorm": (("attn1", "v", True),),
+    "attention": (("attn1", "q", True), ("attn1", "k", True)),
+    "cross_entropy": (("attn2", "q", False), ("attn2", "k", False)),
+}
 
 
 def install_dit(handle: Handle) -> None:
@@ -393,16 +380,11 @@ def install_dit(handle: Handle) -> None:
                 handle.token_modules[f"{name}.{kind}"] = kind
             if not scoring:
                 continue
-            if score == "vnorm":
-                handle.register(blk.attn1.to_v, CaptureHook(st, bstate, "v", blk.attn1.heads, True), "dit_capture")
-            elif score == "attention":
-                for key in ("q", "k"):
-                    proj = getattr(blk.attn1, "to_" + key)
-                    handle.register(proj, CaptureHook(st, bstate, key, blk.attn1.heads, True), "dit_capture")
-            elif score == "cross_entropy":
-                for key in ("q", "k"):
-                    proj = getattr(blk.attn2, "to_" + key)
-                    handle.register(proj, CaptureHook(st, bstate, key, blk.attn2.heads, False), "dit_capture")
+            # The projections are leaf layers that LoRA loaded after apply wraps: the hooks follow their paths.
+            for attn, key, full_only in _CAPTURES.get(score, ()):
+                mod, path = getattr(blk, attn), f"{name}.{attn}.to_{key}"
+                hook = CaptureHook(st, bstate, key, mod.heads, full_only)
+                handle.register(getattr(mod, "to_" + key), hook, "dit_capture", follow=path)
     spatial_last = f"{stacks[0][0]}.{len(stacks[0][1]) - 1}"
     temporal_last = f"{stacks[1][0]}.{len(stacks[1][1]) - 1}" if len(stacks) > 1 else None
     patch = int(getattr(model.config, "patch_size", None) or 1)

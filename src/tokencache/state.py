@@ -159,6 +159,20 @@ def input_key(args: tuple, kwargs: dict) -> tuple:
     return (tuple(x.shape), x.dtype, x.device)
 
 
+class CallScopedHook(ModelHook):
+    """Base of the hooks whose state lives in a :class:`CallState` (and the caches it owns).
+
+    diffusers' ``HookRegistry.reset_stateful_hooks`` calls ``reset_state`` on every stateful hook. These
+    hooks keep nothing of their own to reset: the call state clears every cache at each call boundary,
+    and :class:`StepHook`, the outermost hook, abandons an unfinished call when it is reset.
+    """
+
+    _is_stateful = True
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module
+
+
 class StepHook(ModelHook):
     """Counts denoiser calls and times the call; the outermost hook on the denoiser."""
 

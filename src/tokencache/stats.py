@@ -4,11 +4,15 @@ Hooks note the (shapes of the) inputs of every module they skip or run on a toke
 counted lazily, when a summary is asked for, by running a weightless twin of the denoiser on the
 ``meta`` device under :class:`~torch.utils.flop_counter.FlopCounterMode` (attention is counted there,
 unlike the default CPU SDPA kernel). A step's MACs are the full model's minus what its hooks skipped,
-plus the bookkeeping matmuls they report.
+plus the bookkeeping matmuls they report. peft adapter layers (LoRA) of the denoiser are rebuilt on the
+twin, in the state they had when the call started, so their MACs are counted too.
 """
 
 from __future__ import annotations
 
+import copy
+import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,18 +38,66 @@ def count_macs(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = 
     return counter.get_total_flops() / 2.0
 
 
+def adapter_layout(model: torch.nn.Module) -> tuple:
+    """What of a model's peft adapter layers changes its MACs; ``()`` for a model without any.
+
+    Per adapter layer: its name, its adapters' ranks, the active adapters, and whether adapters are
+    disabled or merged into the base weights (then only the base layer runs).
+    """
+    if "peft" not in sys.modules:  # no model can hold peft layers before peft is imported
+        return ()
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    def ranks(m: Any) -> Any:
+        r = getattr(m, "r", None)
+        return tuple(sorted(r.items())) if isinstance(r, dict) else r
+
+    return tuple(
+        (name, ranks(m), tuple(m.active_adapters), bool(m.disable_adapters), tuple(m.merged_adapters))
+        for name, m in model.named_modules()
+        if isinstance(m, BaseTunerLayer)
+    )
+
+
+def _add_adapters(twin: torch.nn.Module, configs: dict[str, Any], layout: tuple) -> None:
+    """Inject peft adapters into the (meta) ``twin`` and set each layer's state as ``layout`` says."""
+    from peft import inject_adapter_in_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, config in configs.items():
+        inject_adapter_in_model(copy.deepcopy(config), twin, adapter_name=name)
+    layers = dict(twin.named_modules())
+    for name, _ranks, active, disabled, merged in layout:
+        layer = layers.get(name)
+        if isinstance(layer, BaseTunerLayer):
+            layer.set_adapter(list(active))
+            layer.enable_adapters(not disabled)
+            layer.merged_adapters = list(merged)
+
+
 class MacBook:
     """Remembers the input shapes of hooked modules and counts their MACs on a meta twin.
 
     Args:
-        model: the real denoiser; its class and config build the twin.
+        model: the real denoiser; its class and config build the twin, and its peft adapters (LoRA)
+            are rebuilt on it.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self.inputs: dict[tuple, tuple[tuple, dict]] = {}
+        #: adapter layout at the start of the last call (see :func:`adapter_layout`), and its peft configs.
+        self.layout: tuple = ()
+        self._configs: dict[str, Any] = {}
         self._macs: dict[tuple, float] = {}
-        self._twin: torch.nn.Module | None = None
+        self._twin: tuple[tuple, torch.nn.Module] | None = None
+
+    def new_call(self) -> None:
+        """Note the adapter layout the call that starts now runs with (a walk over the modules)."""
+        layout = adapter_layout(self.model)
+        if layout != self.layout:
+            self.layout = layout
+            self._configs = copy.deepcopy(dict(getattr(self.model, "peft_config", None) or {})) if layout else {}
 
     def want(self, key: tuple | None, name: str, variant: Any) -> bool:
         return (key, name, variant) not in self.inputs
@@ -55,19 +107,29 @@ class MacBook:
         self.inputs[(key, name, variant)] = tree_map(_to_meta, (args, dict(kwargs)))
 
     def twin(self) -> torch.nn.Module:
-        if self._twin is None:
+        """The weightless twin, with the adapter layers of :attr:`layout`."""
+        if self._twin is None or self._twin[0] != self.layout:
             dtype = next(self.model.parameters()).dtype
             with torch.device("meta"):
                 twin = type(self.model).from_config(self.model.config)
-            self._twin = (twin.to(dtype) if dtype != torch.float32 else twin).eval()
-        return self._twin
+                if self.layout:
+                    try:
+                        _add_adapters(twin, self._configs, self.layout)
+                        if adapter_layout(twin) != self.layout:
+                            raise RuntimeError("the adapter layers differ")
+                    except Exception as e:  # count without them rather than fail the summary
+                        warnings.warn(f"tokencache: MACs exclude the peft adapter layers ({e})", stacklevel=2)
+                        twin = type(self.model).from_config(self.model.config)
+            twin = (twin.to(dtype) if dtype != torch.float32 else twin).eval()
+            self._twin = (self.layout, twin)
+        return self._twin[1]
 
     def macs(self, key: tuple | None, name: str, variant: Any) -> float:
-        k = (key, name, variant)
+        k = (self.layout, key, name, variant)
         if k not in self._macs:
-            if k not in self.inputs:
+            if (key, name, variant) not in self.inputs:
                 raise KeyError(f"no recorded inputs for module {name!r} ({variant}); was the step run?")
-            args, kwargs = self.inputs[k]
+            args, kwargs = self.inputs[(key, name, variant)]
             twin = self.twin()
             module = twin.get_submodule(name) if name else twin
             self._macs[k] = count_macs(module, args, kwargs)

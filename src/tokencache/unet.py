@@ -17,13 +17,12 @@ from typing import Any
 
 import torch
 from diffusers import UNet2DConditionModel
-from diffusers.hooks import ModelHook
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from . import tokens as T
 from .adapters import Family, Handle, register_family
 from .config import PruneSpec, UNetMethodConfig
-from .state import Cache, CallState
+from .state import Cache, CallScopedHook, CallState
 
 
 class SeededNoise:
@@ -75,10 +74,8 @@ def _sample_of(out: Any) -> torch.Tensor:
     return out.sample if hasattr(out, "sample") else out[0]
 
 
-class OutputReuseHook(ModelHook):
+class OutputReuseHook(CallScopedHook):
     """On "reuse" steps return the previous noise prediction; on other steps remember it."""
-
-    _is_stateful = True
 
     def __init__(self, state: CallState, tracker: DiffScoreTracker) -> None:
         super().__init__()
@@ -100,11 +97,8 @@ class OutputReuseHook(ModelHook):
         self.tracker.push(_sample_of(out))
         return out
 
-    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module
 
-
-class BranchSkipHook(ModelHook):
+class BranchSkipHook(CallScopedHook):
     """Return the output cached at the last full step when a partial step's branch is shallower.
 
     Args:
@@ -112,8 +106,6 @@ class BranchSkipHook(ModelHook):
         name: module name inside the UNet (for records and MAC counting).
         index: the unit index; the module is skipped on partial steps of depth ``<= index``.
     """
-
-    _is_stateful = True
 
     def __init__(self, state: CallState, name: str, index: int) -> None:
         super().__init__()
@@ -134,19 +126,14 @@ class BranchSkipHook(ModelHook):
                 st.book_note(self.name, args, kwargs)
         return out
 
-    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module
 
-
-class PrunedSelfAttentionHook(ModelHook):
+class PrunedSelfAttentionHook(CallScopedHook):
     """Run self-attention on the kept tokens only and copy outputs to the pruned tokens.
 
     Base tokens (one per ``s x s`` patch) come from the DiffScore (or at random for ToMe-like
     pruning); the ``r*N`` non-base tokens most similar to their nearest base token are pruned.
     Queries, keys and values all come from the kept tokens.
     """
-
-    _is_stateful = True
 
     def __init__(
         self, state: CallState, name: str, level: int, spec: PruneSpec, tracker: DiffScoreTracker, noise: SeededNoise
@@ -201,9 +188,6 @@ class PrunedSelfAttentionHook(ModelHook):
         if st.book_wants(self.name, x_kept.shape[1]):
             st.book_note(self.name, (x_kept, *args), kwargs, x_kept.shape[1])
         return T.gather_tokens(y_kept, src)
-
-    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module
 
 
 # ---- structure of a UNet ----------------------------------------------------------------------
