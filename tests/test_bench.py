@@ -278,3 +278,24 @@ def test_pixart_1024_and_latte_shapes_run_in_the_bare_loop(monkeypatch):
                                   progress=False)
         assert [r.error for r in rows] == ["", ""], rows
         assert 0 < rows[1].macs_ratio < 1 and rows[1].psnr_vs_baseline < float("inf")
+
+
+def test_magcache_calibration_runs_without_autograd():
+    # under autograd a whole generation's activations stay alive: DiT-XL/2 at 50 steps ran out of 24 GiB
+    from diffusers import DiTTransformer2DModel
+
+    from tokencache import peers
+
+    torch.manual_seed(0)
+    dit = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=1000).eval()
+    work = bench.bare_workload(dit, resolution=64, steps=3, guidance=1.5)
+    grad_modes = []
+
+    def generate():
+        grad_modes.append(torch.is_grad_enabled())
+        return work.generate()
+
+    ratios = peers.calibrate_mag_ratios(peers.PeerTarget(dit, steps=3, generate=generate))
+    assert grad_modes == [False] and len(ratios) == 3 and ratios[0] == 1.0
+    assert not any(getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in dit.modules())

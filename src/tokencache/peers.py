@@ -258,7 +258,8 @@ def calibrate_mag_ratios(target: PeerTarget) -> list[float]:
 
     disable = _with_diffusers_hooks(target, apply, (_MAG_CACHE_LEADER_BLOCK_HOOK, _MAG_CACHE_BLOCK_HOOK), "MagCache")
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints the ratios
+        # no_grad: a generation under autograd keeps every step's activations (OOM on DiT-XL/2)
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # it prints the ratios
             target.generate()
     finally:
         disable()

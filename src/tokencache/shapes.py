@@ -68,8 +68,12 @@ def build_model(name: str, dtype: torch.dtype = torch.float32, device: str = "cp
     cls = {"unet": UNet2DConditionModel, "dit": DiTTransformer2DModel, "pixart": PixArtTransformer2DModel,
            "latte": LatteTransformer3DModel}[kind]
     torch.manual_seed(0)
-    model = cls(**cfg).to(device=device, dtype=dtype).eval()
-    return model, kind
+    return _to(cls(**cfg), device, dtype).eval(), kind
+
+
+def _to(model: torch.nn.Module, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    # built in float32: only cast when asked (diffusers warns on a cast to the same dtype)
+    return model.to(device) if dtype == torch.float32 else model.to(device=device, dtype=dtype)
 
 
 def build_vae(dtype: torch.dtype = torch.float32, device: str = "cpu") -> torch.nn.Module:
@@ -77,7 +81,7 @@ def build_vae(dtype: torch.dtype = torch.float32, device: str = "cpu") -> torch.
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    return AutoencoderKL(**SD_VAE).to(device=device, dtype=dtype).eval()
+    return _to(AutoencoderKL(**SD_VAE), device, dtype).eval()
 
 
 def denoiser_kind(model: torch.nn.Module) -> str:
