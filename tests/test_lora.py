@@ -211,14 +211,20 @@ def pixart_refs():
     return base, lora
 
 
+def applied_pixart_with_lora(cfg, when):
+    """A tiny PixArt pipeline with ``cfg`` applied and a LoRA added ``"before"`` or ``"after"`` apply."""
+    net = tiny_pixart()
+    pipe = pixart_pipe(add_lora(net) if when == "before" else net)
+    tc.apply(pipe, cfg)
+    if when == "after":
+        add_lora(net)
+    return net, pipe
+
+
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_pixart_lora_is_active_counted_and_removed_cleanly(pixart_refs, when):
     base, lora_ref = pixart_refs
-    net = tiny_pixart()
-    pipe = pixart_pipe(add_lora(net) if when == "before" else net)
-    tc.apply(pipe, PIXART_ALL_FRESH)
-    if when == "after":
-        add_lora(net)
+    net, pipe = applied_pixart_with_lora(PIXART_ALL_FRESH, when)
     try:
         assert (run_pixart(pipe) - lora_ref).abs().max() <= 1e-5
         s = tc.summary(pipe)
@@ -238,11 +244,7 @@ def test_pixart_lora_after_apply_runs_exactly_as_before_apply(pixart_refs, score
     cfg = tc.ToCaConfig.preset("balanced", score=score, spatial_grid=4)
     outs, ratios = [], []
     for when in ("before", "after"):
-        net = tiny_pixart()
-        pipe = pixart_pipe(add_lora(net) if when == "before" else net)
-        tc.apply(pipe, cfg)
-        if when == "after":
-            add_lora(net)
+        net, pipe = applied_pixart_with_lora(cfg, when)
         try:
             outs.append(run_pixart(pipe))
             ratios.append(tc.summary(pipe).macs_ratio)
