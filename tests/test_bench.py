@@ -8,7 +8,7 @@ import torch
 import tokencache as tc
 from conftest import tiny_unet, tiny_vae
 from tokencache import bench
-from tokencache.stats import count_macs
+from tokencache.core.accounting import count_macs
 
 
 def test_sd15_shape_macs_match_flop_counter_reference():

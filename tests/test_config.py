@@ -5,7 +5,7 @@ import json
 import pytest
 
 import tokencache as tc
-from tokencache.schedule import StepAction, count_kinds, resample, resample_plan
+from tokencache.core.schedule import StepAction, count_kinds, resample, resample_plan
 
 
 @pytest.mark.parametrize("cls", [tc.DaToConfig, tc.DeepCacheConfig, tc.ToMeConfig])
@@ -89,17 +89,17 @@ def test_resample_plan_keeps_share_of_full_steps_without_aliasing():
 def test_plans_map_to_any_step_count():
     cfg = tc.DaToConfig.preset("fast")
     for n in (7, 20, 50, 83):
-        plan = cfg.unet_plan(n)
+        plan = cfg.plan(n)
         assert len(plan) == n and plan[0].kind == "full"
-    counts = count_kinds(cfg.unet_plan(50))
+    counts = count_kinds(cfg.plan(50))
     assert counts == {"full": 5, "partial": 23, "reuse": 22, "aggressive": 0}
 
 
 def test_per_step_ratios_and_deepcache_plan():
     cfg = tc.DaToConfig(cache_plan=["full", 2, "reuse", 1], prune_ratio=[0.0, 0.3, 0.5, 0.7])
-    assert cfg.unet_plan(4) == [
+    assert cfg.plan(4) == [
         StepAction("full", None, 0.0), StepAction("partial", 2, 0.3), StepAction("reuse", None, 0.0),
         StepAction("partial", 1, 0.7),
     ]
-    dc = tc.DeepCacheConfig(interval=3, branch=1).unet_plan(6)
+    dc = tc.DeepCacheConfig(interval=3, branch=1).plan(6)
     assert [a.kind for a in dc] == ["full", "partial", "partial"] * 2 and dc[1].depth == 2

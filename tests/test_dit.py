@@ -9,8 +9,8 @@ import torch
 
 import tokencache as tc
 from conftest import tiny_unet, tiny_vae
-from tokencache import tokens as T
-from tokencache.config import DiTSpec
+from tokencache.config import TokenCacheSpec as DiTSpec
+from tokencache.core import tokens as T
 
 # ---- token math: exact values -------------------------------------------------------------------
 
@@ -89,14 +89,14 @@ def test_bad_config_values_name_field_value_and_range(cls, kwargs, field):
 
 def test_plans_follow_cycles_for_any_step_count():
     kinds = lambda plan: "".join(a.kind[0].upper() for a in plan)  # noqa: E731
-    assert kinds(tc.DuCaConfig(cycle="FCA", first_full_steps=1).dit_plan(7)) == "FPAFPAF"
-    assert kinds(tc.DuCaConfig(cycle="FAC", first_full_steps=3).dit_plan(8)) == "FFFAPFAP"
-    assert kinds(tc.ToCaConfig(interval=3, first_full_steps=2).dit_plan(7)) == "FFPPFPP"
-    assert kinds(tc.FORAConfig(interval=2).dit_plan(5)) == "FPFPF"
+    assert kinds(tc.DuCaConfig(cycle="FCA", first_full_steps=1).plan(7)) == "FPAFPAF"
+    assert kinds(tc.DuCaConfig(cycle="FAC", first_full_steps=3).plan(8)) == "FFFAPFAP"
+    assert kinds(tc.ToCaConfig(interval=3, first_full_steps=2).plan(7)) == "FFPPFPP"
+    assert kinds(tc.FORAConfig(interval=2).plan(5)) == "FPFPF"
     for name in ("quality", "balanced", "fast"):
         for cls in (tc.ToCaConfig, tc.DuCaConfig, tc.FORAConfig):
-            assert len(cls.preset(name).dit_plan(13)) == 13
-    plan = tc.ToCaConfig(fresh_ratio=0.2, step_weight=0.5, interval=2).dit_plan(4)
+            assert len(cls.preset(name).plan(13)) == 13
+    plan = tc.ToCaConfig(fresh_ratio=0.2, step_weight=0.5, interval=2).plan(4)
     assert plan[1].ratio == pytest.approx(0.2 * (1.5 - 1.0 * 1 / 4))  # f_step = 1 + w - 2 w s/T
 
 

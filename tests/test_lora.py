@@ -20,7 +20,7 @@ from torch.utils._pytree import tree_map
 import tokencache as tc
 from conftest import run_sd, tiny_text_encoder, tiny_unet, tiny_vae
 from test_dit import run_pixart, tiny_pixart
-from tokencache.stats import count_macs
+from tokencache.core.accounting import count_macs
 
 STEPS = 6
 #: every step full, nothing pruned: must reproduce the uncached output.

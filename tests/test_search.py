@@ -129,7 +129,7 @@ def test_front_constraints_and_space():
     study = optuna.create_study(directions=["minimize", "maximize"])
     study.enqueue_trial(space.params_of(bal))
     cfg = space.suggest(study.ask())
-    assert cfg.unet_plan(6) == bal.unet_plan(6)
+    assert cfg.plan(6) == bal.plan(6)
     deep = tc.DaToConfig(cache_plan=["full", 4, 4, 4, 4, 4])
     assert space.params_of(deep) is None  # depth 4 is outside depths {1,2,3}
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tokencache import tokens as T
+from tokencache.core import tokens as T
 
 
 def test_diff_score_is_channel_mean_of_abs_difference():

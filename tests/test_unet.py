@@ -7,8 +7,9 @@ import torch
 
 import tokencache as tc
 from conftest import run_sd, tiny_text_encoder, tiny_unet, write_clip_tokenizer
-from tokencache.state import CallState
-from tokencache.unet import DiffScoreTracker, PrunedSelfAttentionHook, SeededNoise, unet_units
+from tokencache.core.state import ContextStates
+from tokencache.methods.unet_branch import DiffScoreTracker, PrunedSelfAttentionHook
+from tokencache.models.sd_unet import unet_units
 
 
 def _counter(module):
@@ -145,7 +146,7 @@ def test_pruned_token_counts_and_macs_match_the_plan(sd_pipe):
 
 
 def test_macs_are_flop_counter_exact_for_full_model(sd_pipe):
-    from tokencache.stats import count_macs
+    from tokencache.core.accounting import count_macs
 
     tc.apply(sd_pipe, tc.DaToConfig(cache_plan=["full"], prune_ratio=0.0))
     run_sd(sd_pipe, steps=2)
@@ -157,34 +158,35 @@ def test_macs_are_flop_counter_exact_for_full_model(sd_pipe):
 
 
 def test_cfg_alignment_copies_uncond_base_positions():
-    st = CallState(lambda n: [], 1)
+    st = ContextStates(lambda n: [], 1).current
     st.key = ((2, 4, 4, 4), torch.float32, torch.device("cpu"))
     st.cfg = True
-    tracker = DiffScoreTracker()
+    tracker = st.get("unet.diffscore", DiffScoreTracker)
     torch.manual_seed(0)
     tracker.push(torch.randn(2, 4, 4, 4))
     tracker.push(torch.randn(2, 4, 4, 4))
     for align, same in ((True, True), (False, False)):
         spec = tc.DaToConfig(align_cfg=align, score_noise=0.0).prune_spec()
-        hook = PrunedSelfAttentionHook(st, "x", 0, spec, tracker, SeededNoise(0))
-        base = hook._base(torch.randn(2, 16, 8), 4, 4)
+        hook = PrunedSelfAttentionHook(st.owner, "x", lambda shape: (4, 4), spec)
+        st.objects.pop("unet.noise", None)
+        base = hook._base(st, torch.randn(2, 16, 8), 4, 4)
         assert torch.equal(base[0], base[1]) is same
 
 
 def test_diffscore_drives_base_selection_when_noise_is_off():
-    from tokencache import tokens as T
+    from tokencache.core import tokens as T
 
-    st = CallState(lambda n: [], 1)
+    st = ContextStates(lambda n: [], 1).current
     st.key = ((1, 4, 4, 4), torch.float32, torch.device("cpu"))
-    tracker = DiffScoreTracker()
+    tracker = st.get("unet.diffscore", DiffScoreTracker)
     e1, e2 = torch.zeros(1, 4, 4, 4), torch.rand(1, 4, 4, 4)
     tracker.push(e1)
     assert tracker.pooled(4, 4) is None  # one output is not enough for a DiffScore
     tracker.push(e2)
     spec = tc.DaToConfig(score_noise=0.0).prune_spec()
-    hook = PrunedSelfAttentionHook(st, "x", 0, spec, tracker, SeededNoise(0))
+    hook = PrunedSelfAttentionHook(st.owner, "x", lambda shape: (4, 4), spec)
     expected = T.patch_argmax(T.diff_score(e2, e1).reshape(1, 16), 4, 4, 2)
-    assert torch.equal(hook._base(torch.randn(1, 16, 8), 4, 4), expected)
+    assert torch.equal(hook._base(st, torch.randn(1, 16, 8), 4, 4), expected)
 
 
 @pytest.mark.parametrize(

@@ -448,7 +448,7 @@ def _fill_rows(
 
 def _baseline_macs(model: torch.nn.Module, generate: Callable[[], Any]) -> float:
     """MACs of one baseline denoiser call (all CFG rows), counted on a meta twin with its first call's inputs."""
-    from .stats import count_macs
+    from .core.accounting import count_macs
 
     with torch.device("meta"):
         twin = type(model).from_config(model.config)

@@ -221,7 +221,7 @@ class Evaluator:
         c = self._step_costs
         n = self.settings.steps
         total = 0.0
-        for a in config.unet_plan(n):
+        for a in config.plan(n):
             ratio = 0.0 if a.kind == "reuse" else float(a.ratio)
             key = f"{a.kind}:{a.depth or 0}:{ratio}"
             if key not in c:

@@ -86,7 +86,7 @@ class DaToSpace(SearchSpace):
     def params_of(self, config: BaseConfig) -> dict[str, Any] | None:
         if not isinstance(config, DaToConfig):
             return None
-        actions = config.unet_plan(self.steps)
+        actions = config.plan(self.steps)
         params: dict[str, Any] = {}
         for i, a in enumerate(actions):
             if i > 0:

@@ -63,7 +63,7 @@ def max_branch_depth(pipe: Any) -> int:
     unet = getattr(pipe, "unet", None)
     if unet is None:
         return 0
-    from ..unet import unet_units
+    from ..models.sd_unet import unet_units
 
     return unet_units(unet)[2]
 

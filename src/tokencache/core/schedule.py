@@ -13,9 +13,10 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-#: Step kinds. "full" computes everything and refreshes caches; "partial" computes part of the model
-#: (a UNet branch, or a token subset); "reuse" returns the previous output; "aggressive" (DuCa) skips
-#: every transformer block but still runs the model's input and output layers.
+#: The step kinds of the shipped methods. "full" computes everything and refreshes caches; "partial"
+#: computes part of the model (a UNet branch, or a token subset); "reuse" returns the previous output;
+#: "aggressive" (DuCa) skips every transformer block but still runs the model's input and output layers.
+#: Kinds are open: a method may plan steps of a kind of its own (the summary counts every kind it sees).
 STEP_KINDS = ("full", "partial", "reuse", "aggressive")
 
 
@@ -24,7 +25,7 @@ class StepAction:
     """What one denoiser call does.
 
     Args:
-        kind: one of ``STEP_KINDS``.
+        kind: the step kind, one of ``STEP_KINDS`` for the shipped methods (open for new methods).
         depth: UNet branch depth for ``"partial"`` UNet steps (blocks deeper than this return cached
             outputs); ``None`` otherwise.
         ratio: pruning ratio (DaTo/ToMe) or fresh-token ratio (ToCa/DuCa) for this step.
@@ -116,8 +117,8 @@ def resample_plan(plan: Sequence[T], num_steps: int, full: object = "full") -> l
 
 
 def count_kinds(actions: Sequence[StepAction]) -> dict[str, int]:
-    """Number of steps of each kind in ``actions`` (every kind present as a key)."""
+    """Number of steps of each kind in ``actions``: every kind of ``STEP_KINDS`` as a key, plus any other seen."""
     counts = dict.fromkeys(STEP_KINDS, 0)
     for a in actions:
-        counts[a.kind] += 1
+        counts[a.kind] = counts.get(a.kind, 0) + 1
     return counts

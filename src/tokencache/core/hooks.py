@@ -1,51 +1,33 @@
-"""Model families in a registry keyed by class, and the handle that ties an applied method together.
+"""The hook machinery every method shares: the handle of one ``tc.apply``, its bindings, the call-scoped
+hook base, and output slots that route skipped outputs through an approximator.
 
-A family is one entry: the denoiser classes it accepts, the config kinds it runs ("unet" or
-"transformer") and an ``install(handle)`` function that registers its hooks. Adding a model family
-(SD3/FLUX joint blocks, CogVideoX, Wan...) means one new module that calls :func:`register_family`.
+Hooks are diffusers ``ModelHook``s registered under ``tokencache.<name>`` on existing submodules.
+Their Python bookkeeping (step decisions, cache lookups, records) runs in methods wrapped with
+:func:`outside_graph` (``torch.compiler.disable``), so a compiled denoiser traces only tensor code
+and sees the per-step decisions as a few constants: it compiles once per step kind and shape.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
-from diffusers.hooks import HookRegistry
+from diffusers.hooks import HookRegistry, ModelHook
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .config import BaseConfig
-from .state import CallState
-from .stats import MacBook, Summary, build_summary
+from .state import CallState, ContextStates
 
 HOOK_PREFIX = "tokencache."
 
-
-@dataclass
-class Family:
-    name: str
-    classes: tuple[type, ...]
-    kind: str
-    install: Callable[[Handle], None]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-FAMILIES: list[Family] = []
-
-
-def register_family(family: Family) -> Family:
-    """Add a model family to the registry (later entries win for the same class)."""
-    FAMILIES.insert(0, family)
-    return family
-
-
-def find_family(denoiser: torch.nn.Module) -> Family:
-    for fam in FAMILIES:
-        if isinstance(denoiser, fam.classes):
-            return fam
-    supported = sorted({c.__name__ for f in FAMILIES for c in f.classes})
-    raise TypeError(
-        f"tokencache does not support denoiser class {type(denoiser).__name__}; supported classes: {supported}"
-    )
+def outside_graph(fn: F) -> F:
+    """Run ``fn`` eagerly, outside any ``torch.compile`` graph (decisions and bookkeeping)."""
+    return functools.wraps(fn)(torch.compiler.disable(fn, recursive=True))  # type: ignore[return-value]
 
 
 @dataclass
@@ -75,21 +57,35 @@ def _drop_registry(module: torch.nn.Module) -> None:
 
 @dataclass
 class Handle:
-    """Everything one ``tc.apply`` installed on a denoiser."""
+    """Everything one ``tc.apply`` installed on a denoiser.
 
-    config: BaseConfig
+    Attributes:
+        config: the method config.
+        denoiser: the model the hooks sit on.
+        adapter: the model adapter that describes it.
+        contexts: the per-cache-context states.
+        book: the MAC book.
+        pipe: the pipeline, when ``tc.apply`` got one.
+    """
+
+    config: Any
     denoiser: torch.nn.Module
-    family: Family
-    state: CallState
-    book: MacBook
+    adapter: Any
+    contexts: ContextStates
+    book: Any
     pipe: Any = None
     #: the registered hooks, in registration order.
     bindings: list[Binding] = field(default_factory=list)
     #: modules whose diffusers ``HookRegistry`` this handle created (removed again when left empty).
     created: dict[int, torch.nn.Module] = field(default_factory=dict)
-    #: token-level module name -> type ("attn1", "attn2", "ff"), for the summary's token fractions.
+    #: token-level module name -> role ("attn1", "attn2", "ff"), for the summary's token fractions.
     token_modules: dict[str, str] = field(default_factory=dict)
     scheduler: Any = None
+
+    @property
+    def state(self) -> CallState:
+        """The state of the current cache context (the ``"default"`` one outside ``cache_context``)."""
+        return self.contexts.current
 
     def register(self, module: torch.nn.Module, hook: Any, name: str, *, follow: str | None = None) -> None:
         """Register ``hook`` on ``module`` under ``tokencache.<name>`` and track it for removal.
@@ -120,8 +116,7 @@ class Handle:
         """Move each path-following hook to the module now at its path, if that module changed.
 
         LoRA loaded after ``apply`` replaces a hooked ``Linear`` by a peft layer that holds it as
-        ``base_layer``: the hook moves to the peft layer, so it sees the adapted output. Unloading the
-        adapter puts the ``Linear`` back, and the hook follows it back.
+        ``base_layer``; the hook must sit on the outer layer to see the LoRA term.
         """
         for b in self.bindings:
             if b.path is None:
@@ -134,12 +129,6 @@ class Handle:
                 self._detach(b)
                 b.module = now
                 self._attach(b)
-
-    def module_name(self, module: torch.nn.Module) -> str:
-        for n, m in self.denoiser.named_modules():
-            if m is module:
-                return n
-        raise KeyError("module is not part of the denoiser")
 
     def remove_hooks(self) -> None:
         """Remove every hook this handle registered, and the registries it created that are left empty.
@@ -158,5 +147,69 @@ class Handle:
         self.created.clear()
         invalidate_registry_caches(self.denoiser)
 
-    def summary(self) -> Summary:
-        return build_summary(self.config.method, self.state, self.book, self.token_modules)
+
+class CallScopedHook(ModelHook):
+    """Base of the hooks whose state lives in the per-context :class:`CallState`.
+
+    diffusers' ``HookRegistry.reset_stateful_hooks`` calls ``reset_state`` on every stateful hook. These
+    hooks keep nothing of their own to reset: the context states drop every cache at each call
+    boundary, and the step hook, the outermost one, abandons an unfinished call when it is reset.
+
+    Args:
+        contexts: the per-context states of the denoiser.
+    """
+
+    _is_stateful = True
+
+    def __init__(self, contexts: ContextStates) -> None:
+        super().__init__()
+        self.contexts = contexts
+
+    @property
+    def st(self) -> CallState:
+        """The state of the current cache context (call it only from :func:`outside_graph` code)."""
+        return self.contexts.current
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module
+
+
+class OutputSlot:
+    """A module output (a tensor or a tuple/list of tensors) produced by one approximator per tensor.
+
+    With ``reuse`` approximators the stored output object itself comes back (no copy), as the
+    published caching methods do.
+
+    Args:
+        make: builds the approximator of one tensor leaf.
+    """
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+        self.obj: Any = None
+        self.spec: Any = None
+        self.approx: list[Any] = []
+
+    @property
+    def ready(self) -> bool:
+        return self.obj is not None
+
+    def update(self, x: float, out: Any) -> None:
+        leaves, spec = tree_flatten(out)
+        if self.spec != spec or len(self.approx) != len(leaves):
+            self.approx = [self.make() for _ in leaves]
+            self.spec = spec
+        for a, leaf in zip(self.approx, leaves):
+            a.update(x, leaf)
+        self.obj = out
+
+    def predict(self, x: float) -> Any:
+        if all(a.name == "reuse" for a in self.approx):
+            return self.obj
+        return tree_unflatten([a.predict(x) for a in self.approx], self.spec)
+
+    def clear(self) -> None:
+        self.obj, self.spec, self.approx = None, None, []
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes() for a in self.approx)

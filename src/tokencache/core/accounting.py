@@ -1,4 +1,4 @@
-"""Summary of the last call and exact MAC accounting with ``torch.utils.flop_counter``.
+"""Summary of the last generation and exact MAC accounting with ``torch.utils.flop_counter``.
 
 Hooks note the (shapes of the) inputs of every module they skip or run on a token subset. MACs are
 counted lazily, when a summary is asked for, by running a weightless twin of the denoiser on the
@@ -21,7 +21,7 @@ from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
 from .schedule import count_kinds
-from .state import CallState
+from .state import CallState, StepRecord
 
 
 def _to_meta(x: Any) -> Any:
@@ -138,20 +138,26 @@ class MacBook:
 
 @dataclass
 class Summary:
-    """What the last accelerated call did.
+    """What the last accelerated generation did.
+
+    Step counts are over the denoiser calls of the last generation, every cache context together (one
+    call per step for pipelines that batch classifier-free guidance); :attr:`contexts` breaks them down
+    per context for pipelines that call the denoiser once per branch.
 
     Attributes:
         method: the config's method name.
         steps_total / steps_full / steps_partial / steps_reused / steps_aggressive: step counts.
+        steps_by_kind: count of every step kind seen (open: a method may add kinds of its own).
         tokens_computed_fraction: over the token-level modules the method manages (pruned
             self-attention for UNet methods; attn1/attn2/ff for transformer methods), tokens computed
             divided by tokens the uncached model computes; skipped modules count as 0.
-        tokens_computed_by_module: the same fraction per module type.
-        macs_ratio: accelerated / baseline MACs of the denoiser over the call (exact for the plan
+        tokens_computed_by_module: the same fraction per module role.
+        macs_ratio: accelerated / baseline MACs of the denoiser over the generation (exact for the plan
             that ran, bookkeeping matmuls included).
         macs_full_step: MACs of one baseline denoiser call (all CFG rows).
-        wall_time_s: wall-clock time from the first to the last denoiser call's end.
-        cache_bytes: bytes the caches held at the end of the call (freed afterwards).
+        wall_time_s: wall-clock time from the first denoiser call's start to the last one's end.
+        cache_bytes: bytes the caches held at the end of the generation (freed afterwards).
+        contexts: cache context name -> ``{"steps_total": ..., "steps_by_kind": {...}}`` of that context.
     """
 
     method: str
@@ -160,20 +166,23 @@ class Summary:
     steps_partial: int = 0
     steps_reused: int = 0
     steps_aggressive: int = 0
+    steps_by_kind: dict[str, int] = field(default_factory=dict)
     tokens_computed_fraction: float = 1.0
     tokens_computed_by_module: dict[str, float] = field(default_factory=dict)
     macs_ratio: float = 1.0
     macs_full_step: float = 0.0
     wall_time_s: float = 0.0
     cache_bytes: int = 0
+    contexts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def __str__(self) -> str:
         speed = 1.0 / self.macs_ratio if self.macs_ratio > 0 else float("inf")
+        ctx = f" in {len(self.contexts)} contexts ({', '.join(self.contexts)})" if len(self.contexts) > 1 else ""
         return (
-            f"tokencache[{self.method}] {self.steps_total} steps "
+            f"tokencache[{self.method}] {self.steps_total} steps{ctx} "
             f"(full {self.steps_full}, partial {self.steps_partial}, reused {self.steps_reused}, "
             f"aggressive {self.steps_aggressive}); tokens computed {self.tokens_computed_fraction:.1%}; "
             f"MACs {self.macs_ratio:.3f}x of baseline ({speed:.2f}x fewer); wall {self.wall_time_s:.3f}s; "
@@ -181,30 +190,35 @@ class Summary:
         )
 
 
-def build_summary(method: str, state: CallState, book: MacBook, token_modules: dict[str, str]) -> Summary:
-    """Summarise the last finished call of ``state``.
+def _step_macs(book: MacBook, key: tuple | None, r: StepRecord, full: float) -> float:
+    if r.action.kind == "reuse":
+        return 0.0
+    step = full + r.overhead_macs
+    step -= sum(book.macs(key, n, "full") for n in r.skipped)
+    for n, (k, _n_tok) in r.partial.items():
+        step -= book.macs(key, n, "full") - (book.macs(key, n, k) if k > 0 else 0.0)
+    return step
+
+
+def build_summary(method: str, states: list[CallState], book: MacBook, token_modules: dict[str, str]) -> Summary:
+    """Summarise the last finished generation of the cache contexts ``states``.
 
     Args:
         method: method name for the report.
-        state: the denoiser's call state.
+        states: the context states whose last call belongs to the last generation.
         book: recorded module inputs for MAC counting.
-        token_modules: name -> module type ("attn1", "attn2", "ff") of token-level modules.
+        token_modules: name -> module role ("attn1", "attn2", "ff") of token-level modules.
     """
-    records = state.last_records
-    if not records:
+    states = [st for st in states if st.last_records]
+    if not states:
         return Summary(method=method)
+    records = [r for st in states for r in st.last_records]
     kinds = count_kinds([r.action for r in records])
-    key = state.last_key
-    full = book.macs(key, "", "full")
-    total = 0.0
-    for r in records:
-        if r.action.kind == "reuse":
-            continue
-        step = full + r.overhead_macs
-        step -= sum(book.macs(key, n, "full") for n in r.skipped)
-        for n, (k, _n_tok) in r.partial.items():
-            step -= book.macs(key, n, "full") - (book.macs(key, n, k) if k > 0 else 0.0)
-        total += step
+    total = base = 0.0
+    for st in states:
+        full = book.macs(st.last_key, "", "full")
+        base += full * len(st.last_records)
+        total += sum(_step_macs(book, st.last_key, r, full) for r in st.last_records)
     num: dict[str, float] = {}
     den: dict[str, float] = {}
     for r in records:
@@ -217,6 +231,8 @@ def build_summary(method: str, state: CallState, book: MacBook, token_modules: d
                 num[mtype] = num.get(mtype, 0.0) + 1.0
     by_module = {m: num.get(m, 0.0) / den[m] for m in den}
     frac = sum(num.values()) / sum(den.values()) if den else 1.0
+    start = min(st.last_t[0] for st in states)
+    end = max(st.last_t[1] for st in states)
     return Summary(
         method=method,
         steps_total=len(records),
@@ -224,10 +240,18 @@ def build_summary(method: str, state: CallState, book: MacBook, token_modules: d
         steps_partial=kinds["partial"],
         steps_reused=kinds["reuse"],
         steps_aggressive=kinds["aggressive"],
+        steps_by_kind={k: v for k, v in kinds.items() if v},
         tokens_computed_fraction=frac,
         tokens_computed_by_module=by_module,
-        macs_ratio=total / (full * len(records)) if full > 0 else 1.0,
-        macs_full_step=full,
-        wall_time_s=state.last_wall_time_s,
-        cache_bytes=state.last_cache_bytes,
+        macs_ratio=total / base if base > 0 else 1.0,
+        macs_full_step=book.macs(states[0].last_key, "", "full"),
+        wall_time_s=end - start,
+        cache_bytes=sum(st.last_cache_bytes for st in states),
+        contexts={
+            st.name: {
+                "steps_total": len(st.last_records),
+                "steps_by_kind": {k: v for k, v in count_kinds([r.action for r in st.last_records]).items() if v},
+            }
+            for st in states
+        },
     )

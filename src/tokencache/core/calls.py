@@ -1,0 +1,169 @@
+"""Call detection: where a pipeline call starts, how many denoiser calls it makes, in which cache context.
+
+Two public signals, in order of preference:
+
+* diffusers' ``model.cache_context(name, ...)``: pipelines that call the denoiser once per guidance
+  branch (Flux with ``true_cfg_scale``, Wan, Qwen-Image, ...) wrap each call in it. diffusers sets the
+  :class:`~diffusers.hooks.hooks.CacheContext` on every ``StateManager`` of the stateful hooks below the
+  model; the step hook holds one (:class:`ContextProbe`), so tokencache learns the context name (and,
+  where the pipeline passes them, ``step_index`` and ``num_inference_steps``).
+* the scheduler (fallback, and the step count of every pipeline): pipelines call ``set_timesteps``
+  once per call before the loop (img2img then moves the start with ``set_begin_index``), which gives
+  the number of denoiser calls per context without looking at timestep values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.hooks import ModelHook
+from diffusers.hooks.hooks import StateManager
+
+from .hooks import outside_graph
+from .state import ContextStates, input_key
+
+
+def _num_calls(scheduler: Any) -> int:
+    begin = getattr(scheduler, "_begin_index", None) or 0
+    return len(scheduler.timesteps) - begin
+
+
+class SchedulerWatch:
+    """Announces each pipeline call to the context states: wraps ``set_timesteps`` and ``set_begin_index``.
+
+    A scheduler swapped in after ``apply`` is picked up at the next denoiser call.
+
+    Args:
+        pipe: the pipeline.
+        contexts: the denoiser's context states.
+    """
+
+    def __init__(self, pipe: Any, contexts: ContextStates) -> None:
+        self.pipe = pipe
+        self.contexts = contexts
+        self.scheduler: Any = None
+
+    def _cfg(self) -> bool | None:
+        try:
+            v = getattr(self.pipe, "do_classifier_free_guidance", None)
+        except Exception:  # some pipelines compute it from attributes set later
+            v = None
+        return bool(v) if v is not None else None
+
+    def attach(self, scheduler: Any) -> None:
+        self.detach()
+        self.scheduler = scheduler
+        orig_set, orig_begin = scheduler.set_timesteps, getattr(scheduler, "set_begin_index", None)
+        contexts = self.contexts
+
+        def set_timesteps(*args: Any, **kwargs: Any) -> Any:
+            out = orig_set(*args, **kwargs)
+            contexts.expect_call(_num_calls(scheduler), self._cfg())
+            return out
+
+        scheduler.set_timesteps = set_timesteps
+        if orig_begin is not None:
+
+            def set_begin_index(*args: Any, **kwargs: Any) -> Any:
+                out = orig_begin(*args, **kwargs)
+                if all(st.step < 0 for st in contexts.states.values()):
+                    contexts.expect_call(_num_calls(scheduler), self._cfg())
+                return out
+
+            scheduler.set_begin_index = set_begin_index
+
+    def check(self) -> None:
+        """Before each denoiser call: follow a swapped scheduler and the pipeline's real loop length.
+
+        Pipelines set ``_num_timesteps`` to the length of the loop they are about to run (after img2img
+        strength or SDXL ``denoising_end`` cut it), which is the number of denoiser calls per context.
+        """
+        contexts = self.contexts
+        loop_len = getattr(self.pipe, "_num_timesteps", None)
+        if isinstance(loop_len, int) and loop_len > 0:
+            st = contexts.current
+            if st._announced and st._pending_num_steps is not None:
+                st._pending_num_steps = loop_len
+                contexts.pending = loop_len
+        sched = getattr(self.pipe, "scheduler", None)
+        if sched is not None and sched is not self.scheduler:
+            self.attach(sched)
+            st = contexts.current
+            if st.step < 0 or st.step + 1 >= st.num_steps:
+                contexts.expect_call(_num_calls(sched), self._cfg())
+
+    def detach(self) -> None:
+        if self.scheduler is not None:
+            for name in ("set_timesteps", "set_begin_index"):
+                self.scheduler.__dict__.pop(name, None)
+            self.scheduler = None
+
+
+class ContextProbe(StateManager):
+    """The ``StateManager`` diffusers sets the pipeline's cache context on; forwards it to the contexts."""
+
+    def __init__(self, contexts: ContextStates) -> None:
+        super().__init__(dict)
+        self.contexts = contexts
+
+    def set_context(self, context: Any) -> None:
+        super().set_context(context)
+        if context is None:
+            self.contexts.set_context(None)
+            return
+        name = context if isinstance(context, str) else getattr(context, "name", None)
+        self.contexts.set_context(
+            name, getattr(context, "step_index", None), getattr(context, "num_inference_steps", None)
+        )
+
+    def reset(self, *args: Any, **kwargs: Any) -> None:
+        super().reset(*args, **kwargs)
+        self.contexts.set_context(None)
+
+
+class StepHook(ModelHook):
+    """Counts denoiser calls per cache context and times them; the outermost hook on the denoiser.
+
+    A call that raises (or is interrupted) abandons the generation under way: every context's caches
+    and counters are dropped, so the next call starts clean.
+    """
+
+    _is_stateful = True
+
+    def __init__(self, contexts: ContextStates, watch: SchedulerWatch | None) -> None:
+        super().__init__()
+        self.contexts = contexts
+        self.watch = watch
+        self.cache_state = ContextProbe(contexts)
+
+    @outside_graph
+    def _begin(self, args: tuple, kwargs: dict) -> None:
+        if self.watch is not None:
+            self.watch.check()
+        self.contexts.current.begin_step(input_key(args, kwargs))
+
+    @outside_graph
+    def _end(self, module: torch.nn.Module) -> None:
+        self.contexts.current.end_step(next(module.parameters()).device)
+
+    @outside_graph
+    def _abandon(self) -> None:
+        self.contexts.reset()
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        self._begin(args, kwargs)
+        try:
+            out = self.fn_ref.original_forward(*args, **kwargs)
+        except BaseException:
+            self._abandon()
+            raise
+        self._end(module)
+        return out
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        # Called by diffusers' reset machinery; an unfinished call is abandoned, finished results kept.
+        for st in self.contexts.states.values():
+            if st.step + 1 < st.num_steps:
+                st.reset()
+        return module

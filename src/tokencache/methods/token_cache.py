@@ -1,0 +1,559 @@
+"""Token-wise module caching for transformers: the hooks ToCa, DuCa and FORA-like share.
+
+Hooks sit on each block's token-level modules (roles ``attn1`` / ``attn2`` / ``ff``, found through the
+model adapter) and cache their *pre-gate* per-token output, so the block's own gates and adaLN
+modulation always use the current timestep (as the authors' code does):
+
+* **full** steps compute everything, feed every module's approximator, record token scores and reset
+  the staleness counters;
+* **partial** (ToCa, DuCa "conservative") steps: self-attention's output comes from its approximator
+  (unless partial-query ``attn1`` is enabled); ``attn2`` and ``ff`` gather the ``k`` best-scoring rows of
+  their *current* input, compute only those (cross-attention: those queries against the full text keys
+  and values) and return the approximator's output with those rows replaced (``reuse``: the cache with
+  the fresh rows scattered in). ``k`` is fixed per (block, step);
+* **aggressive** (DuCa) steps: a hook on every block passes its input through, except the block that
+  ends the backbone, whose output comes from its approximator; the model's embeddings and final
+  norm/projection still run with the current timestep.
+
+Token scores come from projections the model computes anyway (``to_v`` for V-norm, ``to_q``/``to_k``
+for the attention and cross-attention-entropy scores) through hooks on those ``Linear`` layers, so the
+attention processor (fused SDPA, or any custom processor) is left alone. The token math is in
+:mod:`tokencache.core.tokens`. All state is per cache context; decisions run outside compiled graphs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..core import tokens as T
+from ..core.config import BaseConfig, _fail
+from ..core.hooks import CallScopedHook, Handle, OutputSlot, outside_graph
+from ..core.rng import SeededNoise
+from ..core.schedule import StepAction
+from ..core.state import CallState, ContextStates
+from ..models import TOKEN_ROLES, ModelAdapter
+
+#: Token-level module roles transformer methods cache (see :data:`tokencache.models.TOKEN_ROLES`).
+DIT_MODULES: tuple[str, ...] = TOKEN_ROLES
+#: Token scores: ToCa's self-attention influence (s1) and cross-attention entropy (s2), DuCa's V-norm,
+#: and seeded random scores (DuCa v2).
+DIT_SCORES: tuple[str, ...] = ("attention", "cross_entropy", "vnorm", "random")
+#: DuCa step letters: Full, Conservative (a ToCa partial step), Aggressive (every block skipped).
+DUCA_LETTERS: dict[str, str] = {"F": "full", "C": "partial", "A": "aggressive"}
+
+
+@dataclass(frozen=True)
+class TokenCacheSpec:
+    """How a transformer method caches tokens inside each block (resolved from a config).
+
+    Attributes:
+        partial_modules: module types computed on a token subset on partial steps; the other module
+            types return their cached output whole.
+        score: token score, one of ``DIT_SCORES``.
+        layer_weight: ``w`` of the layer factor ``1 + w - 2 w l / (L - 1)``.
+        module_weights: module type -> factor on the fresh ratio.
+        staleness_weight: ``lambda3``; a token stale for ``c`` steps gets ``+ lambda3 * c / staleness_norm``.
+        staleness_norm: the cycle length ``N`` that normalises the staleness term.
+        spatial_grid: cell size ``g`` of the spatial-uniformity bonus (0 disables it).
+        spatial_bonus: ``b``; the best token of each ``g x g`` cell gets ``+ b * max(score)``.
+        share_cfg_selection: both CFG halves select the same tokens (averaged scores); ``None`` follows
+            the authors' code (shared for every score but ``"attention"``).
+        seed: seed of tokencache's own generator.
+    """
+
+    partial_modules: tuple[str, ...] = ("attn2", "ff")
+    score: str = "vnorm"
+    layer_weight: float = 0.0
+    module_weights: tuple[tuple[str, float], ...] = (("attn1", 1.0), ("attn2", 1.0), ("ff", 1.0))
+    staleness_weight: float = 0.25
+    staleness_norm: int = 3
+    spatial_grid: int = 2
+    spatial_bonus: float = 0.0
+    share_cfg_selection: bool | None = None
+    seed: int = 0
+
+    def module_weight(self, kind: str) -> float:
+        return dict(self.module_weights).get(kind, 1.0)
+
+    @property
+    def shares_cfg(self) -> bool:
+        return self.score != "attention" if self.share_cfg_selection is None else self.share_cfg_selection
+
+
+class TransformerMethodConfig(BaseConfig):
+    """A transformer method: a per-step plan and a :class:`TokenCacheSpec`, installed by the token-cache hooks."""
+
+    structures = ("transformer",)
+
+    def spec(self) -> TokenCacheSpec:  # pragma: no cover - overridden
+        return TokenCacheSpec()
+
+    def install(self, handle: Handle, adapter: Any) -> None:
+        install_token_cache(handle, adapter, self)
+
+
+def step_factor(weight: float, step: int, num_steps: int) -> float:
+    """``f_step = 1 + w - 2 w x`` with ``x = step / num_steps`` (steps counted upward from 0)."""
+    x = step / max(num_steps, 1)
+    return 1.0 + weight - 2.0 * weight * x
+
+
+def cycle_plan(cycle: str, first_full: int, num_steps: int, ratio: float, step_weight: float) -> list[StepAction]:
+    """Steps ``< first_full`` are full; then ``cycle`` repeats, its ``F`` on step ``first_full - 1``."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps={num_steps!r} is invalid; it must be a positive integer")
+    out: list[StepAction] = []
+    for i in range(num_steps):
+        letter = "F" if i < first_full else cycle[(i - first_full + 1) % len(cycle)]
+        kind = DUCA_LETTERS[letter]
+        r = ratio * step_factor(step_weight, i, num_steps) if kind == "partial" else (ratio if kind == "full" else 0.0)
+        out.append(StepAction(kind, None, float(r)))
+    return out
+
+
+@dataclass
+class TokenCacheFields(TransformerMethodConfig):
+    """Fields shared by :class:`ToCaConfig` and :class:`DuCaConfig` (see there)."""
+
+    first_full_steps: int = 1
+    fresh_ratio: float = 0.1
+    step_weight: float = 0.0
+    layer_weight: float = 0.0
+    module_weights: dict[str, float] = field(default_factory=lambda: {"attn1": 1.0, "attn2": 0.6, "ff": 1.6})
+    partial_modules: list[str] = field(default_factory=lambda: ["attn2", "ff"])
+    score: str = "vnorm"
+    staleness_weight: float = 0.25
+    spatial_grid: int = 2
+    spatial_bonus: float = 0.6
+    share_cfg_selection: bool | None = None
+    seed: int = 0
+
+    def _validate_token_fields(self) -> None:
+        name = type(self).__name__
+        self._check_int("first_full_steps", 1, 1000)
+        self._check_float("fresh_ratio", 0.0, 1.0)
+        self._check_float("step_weight", -10.0, 10.0)
+        self._check_float("layer_weight", -10.0, 10.0)
+        if not isinstance(self.module_weights, dict):
+            _fail(name, "module_weights", self.module_weights, f"a dict mapping some of {list(DIT_MODULES)} to numbers")
+        for k, v in self.module_weights.items():
+            if k not in DIT_MODULES:
+                _fail(name, f"module_weights[{k!r}]", k, f"a module type in {list(DIT_MODULES)}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 100.0:
+                _fail(name, f"module_weights[{k!r}]", v, "a number in [0, 100]")
+        if not isinstance(self.partial_modules, (list, tuple)):
+            _fail(name, "partial_modules", self.partial_modules, f"a list of module types from {list(DIT_MODULES)}")
+        for m in self.partial_modules:
+            if m not in DIT_MODULES:
+                _fail(name, "partial_modules", m, f"module types from {list(DIT_MODULES)}")
+        self._check_choice("score", DIT_SCORES)
+        self._check_float("staleness_weight", 0.0, 1e6)
+        self._check_int("spatial_grid", 0, 64)
+        self._check_float("spatial_bonus", 0.0, 1e6)
+        if self.share_cfg_selection is not None:
+            self._check_bool("share_cfg_selection")
+        self._check_int("seed", 0)
+
+    def _spec(self, norm: int) -> TokenCacheSpec:
+        return TokenCacheSpec(
+            partial_modules=tuple(dict.fromkeys(self.partial_modules)),
+            score=self.score,
+            layer_weight=float(self.layer_weight),
+            module_weights=tuple((k, float(self.module_weights.get(k, 1.0))) for k in DIT_MODULES),
+            staleness_weight=float(self.staleness_weight),
+            staleness_norm=max(1, norm),
+            spatial_grid=self.spatial_grid,
+            spatial_bonus=float(self.spatial_bonus),
+            share_cfg_selection=self.share_cfg_selection,
+            seed=self.seed,
+        )
+
+
+
+
+# ================================================================================================
+# Hooks
+# ================================================================================================
+
+
+def infer_cfg(declared: bool | None, x: torch.Tensor) -> bool | torch.Tensor:
+    """Whether the batch ``x`` is two CFG halves: a bool, or a 0-dim bool tensor (no host sync).
+
+    The pipeline's ``do_classifier_free_guidance`` wins when the core knows it. DiT, PixArt and Latte
+    pipelines do not expose it; all of them feed ``torch.cat([latents] * 2)`` under CFG, so otherwise a
+    batch counts as CFG when it is even and its two halves are identical (compared on the device).
+    """
+    b = x.shape[0]
+    if b % 2:
+        return False
+    if declared is not None:
+        return bool(declared)
+    return (x[: b // 2] == x[b // 2 :]).all()
+
+
+class BlockInfo:
+    """Where one transformer block sits: its name, index in its stack, the stack's length, its score.
+
+    Args:
+        name: block name inside the denoiser (e.g. ``"transformer_blocks.3"``).
+        layer: index of the block in its stack; ``n_layers`` the stack's length.
+        score: the token score this block uses (``"cross_entropy"`` falls back to ``"vnorm"`` in blocks
+            without cross-attention).
+    """
+
+    def __init__(self, name: str, layer: int, n_layers: int, score: str) -> None:
+        self.name, self.layer, self.n_layers, self.score = name, layer, n_layers, score
+
+    def layer_factor(self, weight: float) -> float:
+        """``f_layer = 1 + w - 2 w l / (L - 1)``."""
+        x = self.layer / (self.n_layers - 1) if self.n_layers > 1 else 0.0
+        return 1.0 + weight - 2.0 * weight * x
+
+
+class DenoiserHook(CallScopedHook):
+    """Innermost hook on the denoiser: notes the call's token grid, CFG layout and last block.
+
+    Args:
+        contexts: the per-context states.
+        adapter: the model adapter.
+        lasts: stack attribute -> name of its last block, in execution order of the stacks.
+    """
+
+    def __init__(self, contexts: ContextStates, adapter: ModelAdapter, lasts: dict[str, str]) -> None:
+        super().__init__(contexts)
+        self.adapter, self.lasts = adapter, lasts
+
+    @outside_graph
+    def _note(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        st = self.st
+        if not st.active:
+            return
+        x = self.adapter.hidden_of(args, kwargs)
+        facts = st.facts
+        if st.step == 0 or facts.get("grid") is None:
+            facts["cfg"] = infer_cfg(st.cfg, x)
+            facts["grid"] = self.adapter.token_grid(module, x)
+        stacks = tuple(self.lasts)
+        if self.adapter.active_stacks is not None:
+            stacks = self.adapter.active_stacks(stacks, kwargs)
+        facts["last_block"] = self.lasts[stacks[-1]] if stacks else None
+        if st.book_wants(""):
+            st.book_note("", args, kwargs)
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        self._note(module, args, kwargs)
+        return self.fn_ref.original_forward(*args, **kwargs)
+
+
+class BlockHook(CallScopedHook):
+    """DuCa aggressive steps: pass the input through, or (the block ending the backbone) produce its output.
+
+    Args:
+        contexts: the per-context states.
+        adapter: the model adapter (block I/O).
+        block: where the block sits.
+        config: the method config (its approximator fills the block's output slot).
+    """
+
+    def __init__(self, contexts: ContextStates, adapter: ModelAdapter, block: BlockInfo, config: BaseConfig) -> None:
+        super().__init__(contexts)
+        self.adapter, self.block, self.config = adapter, block, config
+        self._key = "block." + block.name
+
+    @outside_graph
+    def _decide(self, x: torch.Tensor, args: tuple, kwargs: dict) -> tuple[str, Any]:
+        st = self.st
+        if not st.active:
+            return "off", None
+        name = self.block.name
+        last = name == st.facts.get("last_block")
+        if st.action.kind == "aggressive":
+            if not last:
+                st.record.skipped.append(name)
+                return "pass", None
+            slot = st.objects.get(self._key)
+            if slot is not None and slot.ready and slot.shape == x.shape:
+                st.record.skipped.append(name)
+                return "cached", slot.predict(float(st.step))
+        if st.book_wants(name):
+            st.book_note(name, args, kwargs)
+        return ("run_last" if last else "run"), None
+
+    @outside_graph
+    def _keep(self, out: torch.Tensor) -> None:
+        st = self.st
+        slot = st.get(self._key, lambda: OutputSlot(self.config.approximator))
+        slot.update(float(st.step), out)
+        slot.shape = out.shape
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        x = self.adapter.hidden_of(args, kwargs)
+        mode, cached = self._decide(x, args, kwargs)
+        if mode == "pass":
+            return x
+        if mode == "cached":
+            return cached
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        if mode == "run_last":
+            self._keep(out)
+        return out
+
+
+class CaptureHook(CallScopedHook):
+    """Keeps a projection's output (``to_q``/``to_k``/``to_v``) for the block's token score; no extra compute.
+
+    Args:
+        contexts: the per-context states.
+        block: where the block sits.
+        key: where to keep it in the block's data (``"v"`` is turned into the V-norm score right away).
+        heads: attention heads of the parent attention module.
+        full_only: capture on full steps only.
+    """
+
+    def __init__(self, contexts: ContextStates, block: BlockInfo, key: str, heads: int, full_only: bool) -> None:
+        super().__init__(contexts)
+        self.block, self.key, self.heads, self.full_only = block, key, heads, full_only
+
+    @outside_graph
+    def _capture(self, out: torch.Tensor) -> None:
+        st = self.st
+        if st.active and (st.action.kind == "full" or not self.full_only) and out.ndim == 3:
+            data = st.data(self.block.name)
+            if self.key == "v":
+                data["score"] = T.vnorm_score(out.detach(), self.heads)
+            else:
+                data[self.key] = out.detach()
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        self._capture(out)
+        return out
+
+
+class TokenModuleHook(CallScopedHook):
+    """Token-wise caching of one token-level module (its pre-gate output per token).
+
+    Args:
+        contexts: the per-context states.
+        adapter: the model adapter (module I/O).
+        block: where the block sits.
+        role: ``"attn1"``, ``"attn2"`` or ``"ff"``.
+        name: module name inside the denoiser.
+        spec: the method's resolved settings.
+        config: the method config (its approximator fills the module's slot).
+        heads / scale: of the attention module (unused for ``ff``).
+    """
+
+    def __init__(
+        self,
+        contexts: ContextStates,
+        adapter: ModelAdapter,
+        block: BlockInfo,
+        role: str,
+        name: str,
+        spec: TokenCacheSpec,
+        config: BaseConfig,
+        heads: int = 1,
+        scale: float = 1.0,
+    ) -> None:
+        super().__init__(contexts)
+        self.adapter, self.block, self.kind, self.name = adapter, block, role, name
+        self.spec, self.config, self.heads, self.scale = spec, config, heads, scale
+        self.factor = block.layer_factor(spec.layer_weight) * spec.module_weight(role)
+        self.partial = role in spec.partial_modules
+        self._slot = "slot." + name
+
+    # ---- helpers (all run outside compiled graphs) ----------------------------------------------
+    def fresh_tokens(self, ratio: float, n: int) -> int:
+        """``k`` for a partial step of step ratio ``ratio`` (``R * f_step``) and ``n`` tokens."""
+        return T.fresh_count(ratio * self.factor, n) if self.partial else 0
+
+    def _mask(self, kwargs: dict) -> torch.Tensor | None:
+        m = kwargs.get("attention_mask")
+        return m if isinstance(m, torch.Tensor) else None
+
+    def _entropy(self, st: CallState, kwargs: dict, rows: torch.Tensor | None = None) -> None:
+        """(attn2, cross_entropy) turn the captured q/k into entropies: all rows, or the fresh ``rows``."""
+        data = st.data(self.block.name)
+        q, k = data.pop("q", None), data.pop("k", None)
+        if q is None or k is None:
+            return
+        bias = self._mask(kwargs)
+        if bias is not None and (bias.shape[0] != q.shape[0] or bias.shape[-1] != k.shape[1]):
+            bias = None
+        if bias is not None and bias.ndim == 2:  # a keep/drop mask rather than an additive bias
+            bias = (1.0 - bias.float()) * -10000.0
+        ent = T.cross_attention_entropy(q, k, self.heads, self.scale, bias)
+        st.record.overhead_macs += float(q.shape[0] * q.shape[1] * k.shape[1] * q.shape[2])
+        if rows is None:
+            data["entropy"] = ent
+        elif "entropy" in data and data["entropy"].shape[0] == ent.shape[0]:
+            data["entropy"].scatter_(1, rows, ent)
+
+    def _attention_score(self, st: CallState) -> None:
+        data = st.data(self.block.name)
+        q, k = data.pop("q", None), data.pop("k", None)
+        if q is None or k is None:
+            return
+        data["score"] = T.attention_received_score(q, k, self.heads, self.scale)
+        st.record.overhead_macs += float(q.shape[0] * q.shape[1] * k.shape[1] * q.shape[2])
+
+    def _base_score(self, st: CallState, b: int, n: int, device: torch.device) -> torch.Tensor:
+        data, score = st.data(self.block.name), self.block.score
+        if score == "random":
+            gen = st.get("token.noise", lambda: SeededNoise(self.spec.seed)).get(device)
+            return torch.rand(b, n, generator=gen, device=device)
+        s = T.entropy_score(data["entropy"]) if score == "cross_entropy" and "entropy" in data else data.get("score")
+        if s is None or tuple(s.shape) != (b, n):
+            return torch.zeros(b, n, device=device)
+        return s
+
+    def select(self, st: CallState, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Indices ``(B, k)`` of the tokens to recompute; updates the staleness counters."""
+        b, n = x.shape[:2]
+        spec, facts, data = self.spec, st.facts, st.data(self.block.name)
+        score = self._base_score(st, b, n, x.device)
+        cfg = facts.get("cfg", False)
+        if spec.shares_cfg and b % 2 == 0:
+            if isinstance(cfg, torch.Tensor):
+                score = torch.where(cfg, T.share_cfg_halves(score), score)
+            elif cfg:
+                score = T.share_cfg_halves(score)
+        stale_key = "stale." + self.kind
+        stale = data.get(stale_key)
+        if stale is None or tuple(stale.shape) != (b, n):
+            stale = data[stale_key] = torch.zeros(b, n, dtype=torch.int32, device=x.device)
+        total = score + T.staleness_term(stale, spec.staleness_weight, spec.staleness_norm)
+        grid = facts.get("grid")
+        if spec.spatial_bonus > 0 and grid is not None and grid[0] * grid[1] == n:
+            total = T.spatial_bonus(total, grid[0], grid[1], spec.spatial_grid, spec.spatial_bonus)
+        idx = T.select_fresh(total, k)
+        stale += 1
+        stale.scatter_(1, idx, 0)
+        return idx
+
+    # ---- decisions and bookkeeping --------------------------------------------------------------
+    @outside_graph
+    def _decide(self, x: torch.Tensor, args: tuple, kwargs: dict) -> tuple[str, Any]:
+        """``("off" | "full", None)``, ``("skip", output)`` or ``("partial", idx)`` for this call."""
+        st = self.st
+        if not st.active:
+            return "off", None
+        slot = st.objects.get(self._slot)
+        shape = st.data(self.block.name).get("shape." + self.kind)
+        if st.action.kind == "full" or slot is None or not slot.ready or shape != tuple(x.shape[:2]):
+            self._note_full(st, args, kwargs)
+            return "full", None
+        n = x.shape[1]
+        k = self.fresh_tokens(st.action.ratio, n)
+        if k >= n:
+            self._note_full(st, args, kwargs)
+            return "full", None
+        if k == 0:
+            st.record.skipped.append(self.name)
+            return "skip", slot.predict(float(st.step))
+        idx = self.select(st, x, k)
+        st.record.partial[self.name] = (k, n)
+        if st.book_wants(self.name, k):
+            meta = torch.empty((x.shape[0], k, *x.shape[2:]), dtype=x.dtype, device="meta")
+            args_k, kwargs_k = self.adapter.with_hidden(args, kwargs, meta)
+            if self.kind == "attn1":
+                kwargs_k["encoder_hidden_states"] = x
+            st.book_note(self.name, args_k, kwargs_k, k)
+        return "partial", idx
+
+    def _note_full(self, st: CallState, args: tuple, kwargs: dict) -> None:
+        if st.book_wants(self.name):
+            st.book_note(self.name, args, kwargs)
+        st.record.computed_full.append(self.name)
+
+    @outside_graph
+    def _keep_full(self, x: torch.Tensor, out: Any, kwargs: dict) -> None:
+        st = self.st
+        if isinstance(out, torch.Tensor) and out.shape[:2] == x.shape[:2]:
+            st.get(self._slot, self.config.approximator).update(float(st.step), out)
+            data = st.data(self.block.name)
+            data["shape." + self.kind] = tuple(x.shape[:2])
+            data.pop("stale." + self.kind, None)  # every token is fresh
+        if self.kind == "attn1" and self.block.score == "attention":
+            self._attention_score(st)
+        elif self.kind == "attn2" and self.block.score == "cross_entropy":
+            self._entropy(st, kwargs)
+
+    @outside_graph
+    def _keep_partial(self, idx: torch.Tensor, rows: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        st = self.st
+        out = st.objects[self._slot].predict_rows(float(st.step), idx, rows)
+        if self.kind == "attn2" and self.block.score == "cross_entropy":
+            self._entropy(st, kwargs, idx)
+        return out
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        x = self.adapter.hidden_of(args, kwargs)
+        mode, extra = self._decide(x, args, kwargs)
+        if mode == "skip":
+            return extra
+        if mode != "partial":
+            out = self.fn_ref.original_forward(*args, **kwargs)
+            if mode == "full":
+                self._keep_full(x, out, kwargs)
+            return out
+        args_k, kwargs_k = self.adapter.with_hidden(args, kwargs, T.gather_tokens(x, extra))
+        if self.kind == "attn1":  # partial-query self-attention: selected queries, every key and value
+            kwargs_k["encoder_hidden_states"] = x
+        rows = self.fn_ref.original_forward(*args_k, **kwargs_k)
+        return self._keep_partial(extra, rows, kwargs)
+
+
+# ================================================================================================
+# Installation
+# ================================================================================================
+
+#: score -> the projections it is computed from: (attention role, projection, on full steps only).
+_CAPTURES = {
+    "vnorm": (("attn1", "v", True),),
+    "attention": (("attn1", "q", True), ("attn1", "k", True)),
+    "cross_entropy": (("attn2", "q", False), ("attn2", "k", False)),
+}
+
+
+def install_token_cache(handle: Handle, adapter: ModelAdapter, cfg: TransformerMethodConfig) -> None:
+    """Register the ToCa / DuCa / FORA hooks on a transformer the adapter describes."""
+    model, contexts = handle.denoiser, handle.contexts
+    spec = cfg.spec()
+    stacks = adapter.block_stacks(model)
+    has_cross = any(getattr(b, adapter.roles.get("attn2", ""), None) is not None for _, bl in stacks for b in bl)
+    if spec.score == "cross_entropy" and not has_cross:
+        raise ValueError(
+            f"{type(cfg).__name__}.score='cross_entropy' is invalid for {type(model).__name__}: its blocks have no "
+            "cross-attention; allowed: 'vnorm', 'attention', 'random'"
+        )
+    scoring = bool(spec.partial_modules)
+    for attr, blocks in stacks:
+        for layer, blk in enumerate(blocks):
+            name = f"{attr}.{layer}"
+            modules = dict(adapter.block_modules(blk))
+            score = spec.score
+            if score == "cross_entropy" and "attn2" not in modules:
+                score = "vnorm"
+            info = BlockInfo(name, layer, len(blocks), score)
+            handle.register(blk, BlockHook(contexts, adapter, info, cfg), "dit_block")
+            for role, mod in modules.items():
+                heads, scale = getattr(mod, "heads", 1), float(getattr(mod, "scale", 1.0))
+                path = f"{name}.{adapter.roles[role]}"
+                hook = TokenModuleHook(contexts, adapter, info, role, path, spec, cfg, heads, scale)
+                handle.register(mod, hook, "dit_module")
+                handle.token_modules[path] = role
+            if not scoring:
+                continue
+            # The projections are leaf layers that LoRA loaded after apply wraps: the hooks follow their paths.
+            for role, key, full_only in _CAPTURES.get(score, ()):
+                mod = modules[role]
+                path = f"{name}.{adapter.roles[role]}.to_{key}"
+                hook = CaptureHook(contexts, info, key, mod.heads, full_only)
+                handle.register(getattr(mod, "to_" + key), hook, "dit_capture", follow=path)
+    lasts = {attr: f"{attr}.{len(blocks) - 1}" for attr, blocks in stacks}
+    handle.register(model, DenoiserHook(contexts, adapter, lasts), "dit")

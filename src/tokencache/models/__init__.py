@@ -1,0 +1,149 @@
+"""Model adapters: declarative facts about each denoiser family, found through a registry keyed by class.
+
+An adapter is data, never method logic: which denoiser classes it covers, the *structure* methods
+key on (``"unet"``: an SD-style UNet cut into branch units; ``"transformer"``: stacks of blocks with
+token-level modules), its block stacks, each block's module roles, the block I/O contract, the token
+grid of an input, the CFG layout, and which tokens are image tokens. Methods read these facts
+through the adapter; they never name a model's attributes themselves.
+
+Adding a family is one module in this package that builds a :class:`ModelAdapter` and calls
+:func:`register_adapter`, plus its name in :data:`_FAMILY_MODULES`. Classes are matched by name along
+the model's MRO, so looking an adapter up imports no diffusers model module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+#: Token-level module roles of transformer blocks, as configs name them: self-attention, cross-attention
+#: (text conditioning), feed-forward.
+TOKEN_ROLES: tuple[str, ...] = ("attn1", "attn2", "ff")
+
+
+@dataclass(frozen=True)
+class BlockIO:
+    """How a block is called and what it returns.
+
+    Attributes:
+        hidden_arg: keyword of the image-token input (``hidden_states``), also accepted as positional 0.
+        context_arg: keyword of the text-token input of joint blocks (``encoder_hidden_states``), or None.
+        output_index: index of the image-token output in a tuple output; None for a single tensor.
+    """
+
+    hidden_arg: str = "hidden_states"
+    context_arg: str | None = None
+    output_index: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelAdapter:
+    """Declarative description of one denoiser family.
+
+    Attributes:
+        name: the family name (``"sd-unet"``, ``"basic-transformer"``, ...).
+        classes: class names of the denoisers it covers (matched along the model's MRO).
+        structure: what methods key on: ``"unet"`` or ``"transformer"``.
+        cfg_layout: ``"batched"`` (one call per step, ``[uncond; cond]`` halves when guided) or
+            ``"per_context"`` (one call per branch inside ``cache_context``).
+        block_io: the I/O contract of the blocks.
+        roles: module role -> attribute of a block holding it (transformers).
+        block_classes: class names a block must have (transformers); others are refused.
+        stacks: ``model -> [(attribute, blocks)]``, block stacks in execution order of their last block.
+        active_stacks: ``(stack attributes, denoiser kwargs) -> attributes`` the call runs (e.g. Latte
+            without temporal attention).
+        token_grid: ``(model, denoiser input) -> (h, w)`` token grid of the image tokens (per frame).
+        image_tokens: ``"all"`` when every token of a block's sequence is an image token.
+        facts: family-specific facts (UNet units, levels, ...), functions of the model.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    structure: str
+    cfg_layout: str = "batched"
+    block_io: BlockIO = BlockIO()
+    roles: dict[str, str] = field(default_factory=dict)
+    block_classes: tuple[str, ...] = ()
+    stacks: Callable[[torch.nn.Module], list[tuple[str, torch.nn.ModuleList]]] | None = None
+    active_stacks: Callable[[tuple[str, ...], dict], tuple[str, ...]] | None = None
+    token_grid: Callable[[torch.nn.Module, torch.Tensor], tuple[int, int]] | None = None
+    image_tokens: str = "all"
+    facts: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+    def block_stacks(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]]:
+        """The model's block stacks; raises ``TypeError`` naming a block of an unsupported class."""
+        stacks = self.stacks(model) if self.stacks is not None else []
+        if self.block_classes:
+            for attr, blocks in stacks:
+                for i, blk in enumerate(blocks):
+                    if not _is_named(type(blk), self.block_classes):
+                        raise TypeError(
+                            f"{type(model).__name__}.{attr}.{i} is a {type(blk).__name__}; the {self.name} adapter "
+                            f"supports {', '.join(self.block_classes)} blocks only"
+                        )
+        return stacks
+
+    def block_modules(self, block: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+        """``(role, module)`` of the token-level modules a block has, in role order."""
+        out = []
+        for role, attr in self.roles.items():
+            mod = getattr(block, attr, None)
+            if mod is not None:
+                out.append((role, mod))
+        return out
+
+    def hidden_of(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        """The image-token input of a block or module call."""
+        return args[0] if args else kwargs[self.block_io.hidden_arg]
+
+    def with_hidden(self, args: tuple, kwargs: dict, x: torch.Tensor) -> tuple[tuple, dict]:
+        """The call's arguments with the image-token input replaced by ``x``."""
+        if args:
+            return (x, *args[1:]), dict(kwargs)
+        return args, {**kwargs, self.block_io.hidden_arg: x}
+
+
+ADAPTERS: list[ModelAdapter] = []
+#: the modules that define the shipped families (imported on first look-up).
+_FAMILY_MODULES = ("sd_unet", "basic_transformer")
+_loaded = False
+
+
+def register_adapter(adapter: ModelAdapter) -> ModelAdapter:
+    """Add a family to the registry (later entries win for the same class)."""
+    ADAPTERS.insert(0, adapter)
+    return adapter
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for name in _FAMILY_MODULES:
+            importlib.import_module(f"{__name__}.{name}")
+
+
+def _is_named(cls: type, names: tuple[str, ...]) -> bool:
+    return any(c.__name__ in names for c in cls.__mro__)
+
+
+def find_adapter(denoiser: torch.nn.Module) -> ModelAdapter:
+    """The adapter of ``denoiser``'s class; ``TypeError`` listing the supported classes if none."""
+    _load()
+    for adapter in ADAPTERS:
+        if _is_named(type(denoiser), adapter.classes):
+            return adapter
+    raise TypeError(
+        f"tokencache does not support denoiser class {type(denoiser).__name__}; supported classes: "
+        f"{sorted({c for a in ADAPTERS for c in a.classes})}"
+    )
+
+
+def adapters() -> list[ModelAdapter]:
+    """Every registered family."""
+    _load()
+    return list(ADAPTERS)
