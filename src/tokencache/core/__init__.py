@@ -1,0 +1,1 @@
+"""Method-independent core: approximators (reuse, taylor, foca, hermite) for skipped outputs."""
