@@ -486,7 +486,9 @@ class TokenModuleHook(CallScopedHook):
     @outside_graph
     def _keep_partial(self, idx: torch.Tensor, rows: torch.Tensor, kwargs: dict) -> torch.Tensor:
         st = self.st
-        out = st.objects[self._slot].predict_rows(float(st.step), idx, rows)
+        slot, x = st.objects[self._slot], float(st.step)
+        slot.update_rows(x, idx, rows)  # reuse: the fresh rows scattered into the cache, in place
+        out = slot.predict(x)
         if self.kind == "attn2" and self.block.score == "cross_entropy":
             self._entropy(st, kwargs, idx)
         return out
