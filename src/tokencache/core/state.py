@@ -263,12 +263,18 @@ class ContextStates:
         self.name = DEFAULT_CONTEXT
 
     def published(self) -> list[CallState]:
-        """The contexts whose last finished call belongs to the newest pipeline call, in creation order."""
+        """The contexts whose last finished call belongs to the newest generation, in creation order.
+
+        That is the newest pipeline call (announced by the scheduler) and, within it (or for a bare
+        denoiser), the contexts whose last call overlaps in time with the one that ended last.
+        """
         done = [st for st in self.states.values() if st.last_records]
         if not done:
             return []
         newest = max(st.last_serial for st in done)
-        return [st for st in done if st.last_serial == newest]
+        done = [st for st in done if st.last_serial == newest]
+        ref = max(done, key=lambda st: st.last_t[1])
+        return [st for st in done if st.last_t[1] >= ref.last_t[0]]
 
     def cache_bytes(self) -> int:
         return sum(st.cache_bytes() for st in self.states.values())
