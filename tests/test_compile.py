@@ -1,0 +1,123 @@
+"""torch.compile with a method applied: compiled once per step kind and shape, never recompiled per step.
+
+The hooks take their decisions in functions run outside the graph (``torch.compiler.disable``), so
+dynamo sees each step's decision as a few constants. Bound checked here: the graphs compiled over a
+whole call are at most (distinct step kinds of the plan) x (graphs of an all-full call), and a second
+call with the same shapes compiles nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_unet
+from test_dit import tiny_dit
+
+import tokencache as tc
+
+dynamo = pytest.importorskip("torch._dynamo")
+from torch._dynamo.utils import counters  # noqa: E402
+
+STEPS = 8
+
+
+def _dit_call(model):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    y = torch.tensor([1, 1000])
+    return [model(x + 0.1 * i, timestep=torch.tensor([900 - 100 * i] * 2), class_labels=y).sample for i in range(STEPS)]
+
+
+def _unet_call(model):
+    g = torch.Generator().manual_seed(0)
+    x, c = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 7, 32, generator=g)
+    return [model(x + 0.1 * i, torch.tensor([900 - 100 * i] * 2), encoder_hidden_states=c).sample for i in range(STEPS)]
+
+
+def _regional(model, backend):
+    for m in model.modules():
+        if type(m).__name__ == "BasicTransformerBlock":
+            m.compile(backend=backend)
+    return model
+
+
+def _compiled_runs(model, call, cfg, backend, mode):
+    """(eager outputs, compiled outputs, graphs after call 1, graphs after call 2, skipped frames)."""
+    tc.apply(model, cfg, num_inference_steps=STEPS, cfg=True)
+    try:
+        with torch.no_grad():
+            eager = call(model)
+            dynamo.reset()
+            counters.clear()
+            compiled = torch.compile(model, backend=backend) if mode == "whole" else _regional(model, backend)
+            first = call(compiled)
+            g1 = counters["stats"]["unique_graphs"]
+            call(compiled)
+            g2 = counters["stats"]["unique_graphs"]
+        skipped = [k for k in counters["unimplemented"] if "frame skipped" in k]
+        kinds = len({(a.kind, a.depth, a.ratio) for a in cfg.plan(STEPS)})
+        return eager, first, g1, g2, skipped, kinds
+    finally:
+        if mode != "whole":  # regional compilation replaced the blocks' forwards: undo it
+            for m in model.modules():
+                if getattr(m, "_compiled_call_impl", None) is not None:
+                    m._compiled_call_impl = None
+        tc.remove(model)
+        dynamo.reset()
+
+
+def test_regional_inductor_toca_compiles_once_per_step_kind():
+    net = tiny_dit(layers=2)
+    _, _, g_full, _, _, _ = _compiled_runs(net, _dit_call, tc.FORAConfig(interval=1), "eager", "regional")
+    eager, first, g1, g2, skipped, kinds = _compiled_runs(
+        net, _dit_call, tc.ToCaConfig.preset("balanced"), "inductor", "regional"
+    )
+    assert not skipped, skipped  # no frame fell back to eager
+    assert g2 == g1, "the second call recompiled"
+    assert 0 < g1 <= kinds * g_full
+    for a, b in zip(eager, first):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "cfg", [tc.DuCaConfig.preset("fast"), tc.FORAConfig.preset("balanced"), tc.ToCaConfig.preset("fast", score="attention")],
+    ids=["duca", "fora", "toca-attention"],
+)
+def test_regional_transformer_methods_do_not_recompile(cfg):
+    net = tiny_dit(layers=2)
+    eager, first, g1, g2, skipped, _ = _compiled_runs(net, _dit_call, cfg, "eager", "regional")
+    assert not skipped and g2 == g1 > 0
+    for a, b in zip(eager, first):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["dato", "deepcache", "tome"])
+def test_unet_compile_repeated_blocks_with_every_unet_method(method):
+    unet = tiny_unet()
+    cfg = tc.config.CONFIG_CLASSES[method].preset("balanced")
+    tc.apply(unet, cfg, num_inference_steps=STEPS, cfg=True)
+    try:
+        with torch.no_grad():
+            eager = _unet_call(unet)
+            dynamo.reset()
+            counters.clear()
+            unet.compile_repeated_blocks(backend="eager")  # diffusers' regional compilation
+            first = _unet_call(unet)
+            g1 = counters["stats"]["unique_graphs"]
+            _unet_call(unet)
+            g2 = counters["stats"]["unique_graphs"]
+    finally:
+        tc.remove(unet)
+        dynamo.reset()
+    assert not [k for k in counters["unimplemented"] if "frame skipped" in k]
+    assert g2 == g1 > 0
+    for a, b in zip(eager, first):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_whole_denoiser_compile_is_correct_and_does_not_recompile():
+    net = tiny_dit(layers=2)
+    eager, first, g1, g2, _skipped, _ = _compiled_runs(net, _dit_call, tc.ToCaConfig.preset("balanced"), "eager", "whole")
+    assert g2 == g1 > 0
+    for a, b in zip(eager, first):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
