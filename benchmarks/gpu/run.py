@@ -418,7 +418,8 @@ class Runner:
         est = calls * per
         if mode != "eager":
             prior = 60.0 if self.device.type == "cuda" else 5.0
-            est += self.compile_cost.get((shape.name, mode), prior)
+            # a method row recompiles for each step kind its hooks trace (bounded by --recompile-limit)
+            est += self.compile_cost.get((shape.name, mode), prior) * (1 if kind == "baseline" else 3)
         return est
 
     def skip(self, shape: Shape, mode: str, name: str, kind: str, est: float) -> Row:
@@ -648,7 +649,7 @@ def environment(args: argparse.Namespace, device: torch.device) -> dict:
             "diffusers": dver, "python": platform.python_version(), "dtype": args.dtype, "tiny": args.tiny,
             "repeats": args.repeats, "warmup": args.warmup, "budget_s": args.budget_s, "commit": commit,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "threads": torch.get_num_threads(),
-            "compile_backend": args.compile_backend}
+            "compile_backend": args.compile_backend, "recompile_limit": args.recompile_limit}
 
 
 # ---- main --------------------------------------------------------------------------------------------
@@ -674,7 +675,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="preset names to run per method, or 'all' (default all; 'balanced' with --tiny)")
     p.add_argument("--peers", default="default",
                    help="'default' (per family), 'none', or comma-separated peer:NAME (wrong family: error row)")
-    p.add_argument("--compile", default="eager,whole,regional", help="comma-separated: eager, whole, regional")
+    p.add_argument("--compile", default="eager,regional,whole",
+                   help="comma-separated, run in this order: eager, regional, whole")
     p.add_argument("--compile-shapes", default=None,
                    help="shapes that get the compiled modes, or 'all' (default sd15,dit-xl-2; dit-xl-2 with --tiny)")
     p.add_argument("--compile-methods", default=None,
@@ -683,6 +685,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "kind, 5-50 s per row on a CPU)")
     p.add_argument("--compile-backend", default=None,
                    help="torch.compile backend (default inductor on CUDA, 'eager' (dynamo only) on CPU)")
+    p.add_argument("--recompile-limit", type=int, default=8,
+                   help="torch._dynamo.config.recompile_limit (torch's default 8): past it a frame runs eager, which "
+                        "bounds the warm-up of a method row whose hooks retrace per step kind")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed runs per row, median reported (default 3; 1 with --tiny)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per row first (compiles in compiled modes)")
@@ -723,6 +728,20 @@ def _compiled_specs(specs: list[str], choice: str) -> list[str]:
     return out
 
 
+def write_outputs(runner: Runner, env: dict, args: argparse.Namespace, out: Path, plot_too: bool) -> None:
+    """results.json and results.md (after every shape and mode, so a killed run leaves what it measured),
+    and speed.png."""
+    runner.finish()
+    env["elapsed_s"] = runner.budget.elapsed()
+    env["shapes"] = [asdict(s) | {"family": s.family} for s in args.shape_objs]
+    data = {"env": env, "rows": [asdict(r) for r in runner.rows]}
+    (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
+    (out / "results.md").write_text(to_markdown(runner.rows, env) + "\n")
+    if plot_too:
+        title = f"{env['device_name']}, torch {env['torch']}, {args.dtype}" + (", tiny shapes" if args.tiny else "")
+        plot(runner.rows, out / "speed.png", title)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     budget = Budget(args.budget_s)
@@ -731,6 +750,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.backends.cuda.matmul.allow_tf32 = True
+    import torch._dynamo as dynamo
+
+    for key in ("recompile_limit", "cache_size_limit"):  # the name changed across torch versions
+        if hasattr(dynamo.config, key):
+            setattr(dynamo.config, key, args.recompile_limit)
     catalogue = shapes_for(args.tiny)
     keys = _csv(args.shapes) or list(catalogue)
     methods = _csv(args.methods)
@@ -802,17 +826,11 @@ def main(argv: list[str] | None = None) -> int:
                 _uncompile(model)
                 if mode != "eager":
                     torch._dynamo.reset()
-    runner.finish()
+                write_outputs(runner, env, args, out, plot_too=False)
+    write_outputs(runner, env, args, out, plot_too=True)
     built.clear()
     gc.collect()
-    env["elapsed_s"] = budget.elapsed()
-    env["shapes"] = [asdict(s) | {"family": s.family} for s in args.shape_objs]
     rows = runner.rows
-    (out / "results.json").write_text(json.dumps({"env": env, "rows": [asdict(r) for r in rows]}, indent=1,
-                                                 default=str))
-    (out / "results.md").write_text(to_markdown(rows, env) + "\n")
-    title = f"{env['device_name']}, torch {env['torch']}, {args.dtype}" + (", tiny shapes" if args.tiny else "")
-    plot(rows, out / "speed.png", title)
     n_err = sum(1 for r in rows if r.error)
     n_skip = sum(1 for r in rows if r.skipped)
     print(f"[gpu-bench] {len(rows)} rows ({n_err} errors, {n_skip} skipped) in {env['elapsed_s']:.0f} s -> {out}",
