@@ -415,7 +415,7 @@ class Runner:
     def estimate(self, shape: Shape, mode: str, kind: str) -> float:
         per = self.base_e2e.get((shape.name, "eager"), shape.prior_s)
         calls = self.args.warmup + self.args.repeats + (1 if kind == "peer" else 0)
-        est = calls * per
+        est = calls * per + (2.0 if kind == "method" else 0.0)  # + the MAC count of tc.summary (meta twin, ~1-3 s)
         if mode != "eager":
             prior = 60.0 if self.device.type == "cuda" else 5.0
             # a method row recompiles for each step kind its hooks trace (bounded by --recompile-limit)
