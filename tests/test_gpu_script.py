@@ -1,0 +1,84 @@
+"""The GPU benchmark script (benchmarks/gpu/run.py) end to end on tiny shapes, on the CPU, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu" / "run.py"
+
+
+def _run(out: Path, *extra: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--device", "cpu", "--tiny", *extra],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu")
+    proc = _run(out, "--shapes", "sd15,sdxl,dit-xl-2,pixart-alpha-1024,flux-dev")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_outputs_exist(tiny_run):
+    out, data = tiny_run
+    assert (out / "results.md").read_text().startswith("# GPU benchmark")
+    png = (out / "speed.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert data["env"]["tiny"] and data["env"]["dtype"] == "bfloat16" and data["env"]["device"] == "cpu"
+
+
+def test_expected_rows(tiny_run):
+    _, data = tiny_run
+    rows = {(r["shape"], r["compile"], r["name"]): r for r in data["rows"]}
+    import tokencache  # noqa: F401  (CONFIG_CLASSES is filled on import)
+    from tokencache.config import CONFIG_CLASSES
+
+    unet = [m for m, c in CONFIG_CLASSES.items() if "unet" in getattr(c, "families", ())]
+    dit = [m for m, c in CONFIG_CLASSES.items() if "transformer" in getattr(c, "families", ())]
+    expected = {
+        "sd15-tiny": (unet, ["peer:deepcache", "peer:tomesd", "peer:pab"]),
+        "sdxl-tiny": (unet, ["peer:deepcache", "peer:tomesd", "peer:pab"]),
+        "dit-xl-2-tiny": (dit, ["peer:first-block-cache", "peer:taylorseer", "peer:magcache", "peer:cache-dit"]),
+        "pixart-alpha-1024-tiny": (dit, ["peer:first-block-cache", "peer:pab", "peer:faster-cache"]),
+    }
+    for shape, (methods, peers) in expected.items():
+        base = rows[(shape, "eager", "baseline")]
+        assert not base["error"] and not base["skipped"], base
+        assert base["speedup"] == pytest.approx(1.0) and base["macs_ratio"] == 1.0
+        for m in methods:
+            r = rows[(shape, "eager", f"{m}:balanced")]
+            assert not r["error"] and not r["skipped"], r
+            assert 0 < r["macs_ratio"] <= 1.0 and r["loop_s"] > 0 and r["e2e_s"] >= r["loop_s"]
+            assert r["speedup_per_mac_reduction"] == pytest.approx(r["speedup"] * r["macs_ratio"])
+            assert r["macs_per_image"] > 0 and r["cache_bytes"] is not None
+        for p in peers:
+            r = rows[(shape, "eager", p)]
+            assert not r["error"], r
+    # caches are freed after each call and on remove (live tensors walked on the first row per method)
+    probed = [r for r in data["rows"] if r["kind"] == "method" and r["retained_after_remove_bytes"] is not None]
+    assert len(probed) >= 12
+    for r in probed:
+        assert r["retained_after_call_bytes"] <= 0 and r["retained_after_remove_bytes"] <= 0, r
+    # compiled modes (tiny default: the DiT baseline, whole and regional)
+    for mode in ("whole", "regional"):
+        r = rows[("dit-xl-2-tiny", mode, "baseline")]
+        assert not r["error"] and r["loop_s"] > 0 and r["speedup_vs_eager_baseline"] > 0, r
+    flux = rows[("flux-dev", "eager", "baseline")]
+    assert "FLUX" in flux["error"]
+
+
+def test_time_guard_skips_rows(tmp_path):
+    proc = _run(tmp_path, "--shapes", "dit-xl-2", "--peers", "none", "--compile", "eager", "--budget-s", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert rows and all(r["skipped"].startswith("skipped: time budget") for r in rows)
+    assert "skipped: time budget" in (tmp_path / "results.md").read_text()
