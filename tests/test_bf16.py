@@ -79,7 +79,7 @@ def _presets():
 
     out = []
     for method, cls in CONFIG_CLASSES.items():
-        names = ["sd"] if "unet" in getattr(cls, "families", ("unet",)) else ["dit", "pixart"]
+        names = ["sd"] if "unet" in cls.structures else ["dit", "pixart"]
         out += [pytest.param(n, method, preset, id=f"{n}-{method}:{preset}") for preset in cls.PRESETS for n in names]
     return out
 

@@ -42,8 +42,8 @@ def test_expected_rows(tiny_run):
     import tokencache  # noqa: F401  (CONFIG_CLASSES is filled on import)
     from tokencache.config import CONFIG_CLASSES
 
-    unet = [m for m, c in CONFIG_CLASSES.items() if "unet" in getattr(c, "families", ())]
-    dit = [m for m, c in CONFIG_CLASSES.items() if "transformer" in getattr(c, "families", ())]
+    unet = [m for m, c in CONFIG_CLASSES.items() if "unet" in c.structures]
+    dit = [m for m, c in CONFIG_CLASSES.items() if "transformer" in c.structures]
     expected = {
         "sd15-tiny": (unet, ["peer:deepcache", "peer:tomesd", "peer:pab"]),
         "sdxl-tiny": (unet, ["peer:deepcache", "peer:tomesd", "peer:pab"]),

@@ -136,23 +136,16 @@ def cases():
 
     out = []
     for method, cls in CONFIG_CLASSES.items():
-        pipes_for = ["sd"] if "unet" in getattr(cls, "families", ("unet",)) else ["dit", "pixart"]
+        pipes_for = ["sd"] if "unet" in cls.structures else ["dit", "pixart"]
         for preset in cls.PRESETS:
             out += [(p, f"{method}:{preset}", lambda c=cls, s=preset: c.preset(s)) for p in pipes_for]
     out.append(("sd", "dato:balanced+random_sign", lambda: tc.DaToConfig.preset("balanced", random_sign=True)))
     return out
 
 
-#: known offenders (the lead's core rewrite removes them), by (pipeline, config id) -> reason
-KNOWN = {
-    ("sd", "dato:balanced+random_sign"): "unet.py: DaTo random_sign draws its sign with torch.rand(1).item() per "
-                                          "block call",
-}
-_DIT_CFG = "dit.py: infer_cfg compares the CFG halves with torch.equal on the first step of every call"
-for _pipe in ("dit", "pixart"):
-    for _m in ("toca", "duca", "fora"):
-        for _p in ("quality", "balanced", "fast"):
-            KNOWN[(_pipe, f"{_m}:{_p}")] = _DIT_CFG
+#: known offenders, by (pipeline, config id) -> reason; empty since Core v2 (CFG detection and DaTo's
+#: random sign stay on the device).
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _param(pipe: str, cid: str, make) -> pytest.param:
@@ -176,7 +169,7 @@ def test_no_host_conversion_inside_steps(pipes, pipe_name, make):
 
 def test_the_counter_sees_a_conversion_in_tokencache_code(pipes, monkeypatch):
     """The wrapper counts calls made from src/tokencache (here: a planted ``.item()`` in a tokens function)."""
-    from tokencache import tokens
+    from tokencache.core import tokens
 
     denoiser = pipes["dit"].transformer
     code = compile("def planted(t):\n    return t.item()\n", str(Path(tokens.__file__)), "exec")
@@ -192,4 +185,4 @@ def test_the_counter_sees_a_conversion_in_tokencache_code(pipes, monkeypatch):
             generate("dit", pipes["dit"], steps=2)
         finally:
             handle.remove()
-    assert sum(hits.values()) == 2 and all(k.startswith("tokens.py:2 item") for k in hits)
+    assert sum(hits.values()) == 2 and all(k.startswith("core/tokens.py:2 item") for k in hits)

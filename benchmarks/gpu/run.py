@@ -75,7 +75,7 @@ class Shape:
 
     @property
     def family(self) -> str:
-        """The config family that runs on it (``CONFIG_CLASSES[...].families``)."""
+        """The config family that runs on it (``CONFIG_CLASSES[...].structures``)."""
         return "unet" if self.kind == "unet" else "transformer"
 
 
@@ -208,7 +208,7 @@ def method_specs(family: str, methods: list[str] | None, presets: list[str] | No
     """
     out = []
     for name, cls in CONFIG_CLASSES.items():
-        if family not in getattr(cls, "families", ()):
+        if family not in cls.structures:
             continue
         for preset in cls.PRESETS:
             spec = f"{name}:{preset}"
