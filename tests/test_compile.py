@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_unet
-from test_dit import tiny_dit
 
 import tokencache as tc
+from conftest import tiny_unet
+from test_dit import tiny_dit
 
 dynamo = pytest.importorskip("torch._dynamo")
 from torch._dynamo.utils import counters  # noqa: E402
@@ -80,7 +80,8 @@ def test_regional_inductor_toca_compiles_once_per_step_kind():
 
 
 @pytest.mark.parametrize(
-    "cfg", [tc.DuCaConfig.preset("fast"), tc.FORAConfig.preset("balanced"), tc.ToCaConfig.preset("fast", score="attention")],
+    "cfg",
+    [tc.DuCaConfig.preset("fast"), tc.FORAConfig.preset("balanced"), tc.ToCaConfig.preset("fast", score="attention")],
     ids=["duca", "fora", "toca-attention"],
 )
 def test_regional_transformer_methods_do_not_recompile(cfg):
@@ -117,7 +118,8 @@ def test_unet_compile_repeated_blocks_with_every_unet_method(method):
 
 def test_whole_denoiser_compile_is_correct_and_does_not_recompile():
     net = tiny_dit(layers=2)
-    eager, first, g1, g2, _skipped, _ = _compiled_runs(net, _dit_call, tc.ToCaConfig.preset("balanced"), "eager", "whole")
+    cfg = tc.ToCaConfig.preset("balanced")
+    eager, first, g1, g2, _skipped, _ = _compiled_runs(net, _dit_call, cfg, "eager", "whole")
     assert g2 == g1 > 0
     for a, b in zip(eager, first):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)

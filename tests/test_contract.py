@@ -12,10 +12,10 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import tiny_unet
-from test_dit import tiny_dit, tiny_pixart
 
 import tokencache as tc
+from conftest import tiny_unet
+from test_dit import tiny_dit, tiny_pixart
 from tokencache.core.schedule import StepAction, count_kinds
 from tokencache.methods import methods_for
 from tokencache.models import adapters

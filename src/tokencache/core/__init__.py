@@ -2,7 +2,7 @@
 
 | module | what it holds |
 |---|---|
-| ``config`` | :class:`BaseConfig` (validation, presets, (de)serialisation, the method contract) and the method registry |
+| ``config`` | ``BaseConfig`` (validation, presets, serialisation, the method contract), the method registry |
 | ``schedule`` | :class:`StepAction`, open step kinds, plan resampling |
 | ``state`` | :class:`CallState` per cache context, :class:`ContextStates` |
 | ``calls`` | call detection: ``cache_context`` probe, scheduler watch, the outermost step hook |

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -147,6 +148,52 @@ class BaseConfig:
         import hashlib
 
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+#: storage dtypes ``cache_dtype`` accepts (``None``: the dtype the model computes in).
+CACHE_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class CachingConfig(BaseConfig):
+    """The fields every caching method shares: how a skipped output is produced, and how it is stored.
+
+    Args:
+        forecast: the approximator of every cache slot: ``"none"`` (reuse the last computed output, the
+            published methods' behaviour), ``"taylor"``, ``"hermite"`` or ``"foca"``
+            (:mod:`tokencache.core.approximators`). The coordinate is the step index of the context.
+        forecast_order: order of ``"taylor"`` / ``"hermite"`` (1-3); ignored by ``"none"`` and ``"foca"``.
+        cache_dtype: store caches in this dtype (``"bfloat16"``, ``"float16"``, ``"float32"``) and cast
+            back when they are used; ``None`` keeps the model's dtype (and reuse returns the cached
+            tensor itself, no copy).
+    """
+
+    forecast: str = field(default="none", kw_only=True)
+    forecast_order: int = field(default=1, kw_only=True)
+    cache_dtype: str | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        self.validate()
+        name = type(self).__name__
+        order = self.forecast_order
+        if isinstance(order, bool) or not isinstance(order, int) or not 0 <= order <= 3:
+            _fail(name, "forecast_order", order, "an integer in [0, 3] (taylor/hermite: 1-3)")
+        if self.cache_dtype is not None and self.cache_dtype not in CACHE_DTYPES:
+            _fail(name, "cache_dtype", self.cache_dtype, f"None or one of {list(CACHE_DTYPES)}")
+        try:
+            self.approximator()
+        except ValueError as e:
+            raise ValueError(f"{name}.{e}") from None
+
+    def approximator(self) -> Any:
+        from .approximators import make_approximator
+
+        options: dict[str, Any] = {}
+        if self.cache_dtype is not None:
+            import torch
+
+            options["dtype"] = getattr(torch, self.cache_dtype)
+        return make_approximator(self.forecast, self.forecast_order, **options)
 
 
 def _read(path: str | Path) -> dict[str, Any]:

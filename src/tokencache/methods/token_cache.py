@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from ..core import tokens as T
-from ..core.config import BaseConfig, _fail
+from ..core.config import BaseConfig, CachingConfig, _fail
 from ..core.hooks import CallScopedHook, Handle, OutputSlot, outside_graph
 from ..core.rng import SeededNoise
 from ..core.schedule import StepAction
@@ -83,7 +83,7 @@ class TokenCacheSpec:
         return self.score != "attention" if self.share_cfg_selection is None else self.share_cfg_selection
 
 
-class TransformerMethodConfig(BaseConfig):
+class TransformerMethodConfig(CachingConfig):
     """A transformer method: a per-step plan and a :class:`TokenCacheSpec`, installed by the token-cache hooks."""
 
     structures = ("transformer",)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..core import tokens as T
-from ..core.config import BaseConfig, _fail
+from ..core.config import BaseConfig, CachingConfig, _fail
 from ..core.hooks import CallScopedHook, Handle, OutputSlot, outside_graph
 from ..core.rng import SeededNoise
 from ..core.state import ContextStates
@@ -48,7 +48,7 @@ def _levels_ok(cls_name: str, levels: Any) -> None:
         _fail(cls_name, "prune_levels", levels, "None (auto) or a non-empty list of UNet level indices >= 0")
 
 
-class UNetMethodConfig(BaseConfig):
+class UNetMethodConfig(CachingConfig):
     """A UNet method: a per-step plan of branch depths and pruning ratios, and a pruning spec."""
 
     structures = ("unet",)
