@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .evaluator import OBJECTIVES
+from ..harness.args import REFERENCE_FAMILIES
+from .objectives import OBJECTIVES
 
 
 def _csv(kind: type) -> Any:
@@ -28,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``tokencache search``."""
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="local diffusers checkpoint folder (loaded with local_files_only=True)")
-    src.add_argument("--reference", choices=("unet", "dit", "pixart"), help="a tiny reference model (tokencache.zoo)")
-    parser.add_argument("--method", default="dato", help="dato, deepcache, toca, duca or fora")
+    src.add_argument("--reference", choices=REFERENCE_FAMILIES, help="a tiny reference model (tokencache.zoo)")
+    parser.add_argument("--method", default="dato",
+                        help="a registered method with a search space (default dato); an unknown one lists them")
     parser.add_argument("--trials", type=int, default=64, help="finished trials wanted in the study (default 64)")
     parser.add_argument("--population", type=int, default=16, help="NSGA-II population size (default 16)")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps; DaTo has 2 genes per step")
@@ -64,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _kwargs(args: argparse.Namespace, storage: str, name: str) -> dict[str, Any]:
     prompts = None
     if args.prompts:
-        from ..generate import read_prompts
+        from ..harness.pipeline_io import read_prompts
 
         prompts = read_prompts(args.prompts)
     return dict(
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``tokencache search``."""
     import optuna
 
-    from ..generate import load_pipeline
+    from ..harness.pipeline_io import load_pipeline
     from .study import fail_running, load_result, n_complete, run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -170,7 +172,7 @@ def worker_main(spec_path: str) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     args = argparse.Namespace(**json.loads(Path(spec_path).read_text()))
-    from ..generate import load_pipeline
+    from ..harness.pipeline_io import load_pipeline
     from .study import run_search
 
     storage, name = _names(args)

@@ -12,8 +12,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import CONFIG_CLASSES
-from ..generate import takes_class_labels
+from ..harness.pipeline_io import takes_class_labels
+from ..harness.registry import CONFIG_CLASSES, unet_units
 from .evaluator import COST_OBJECTIVES, OBJECTIVES, EvalSettings, Evaluator
 from .report import SearchResult, pareto_front
 from .space import DaToSpace, make_space
@@ -63,8 +63,6 @@ def max_branch_depth(pipe: Any) -> int:
     unet = getattr(pipe, "unet", None)
     if unet is None:
         return 0
-    from ..unet import unet_units
-
     return unet_units(unet)[2]
 
 

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -27,77 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from .args import REFERENCE_FAMILIES, add_generate_arguments
+from .pipeline_io import load_pipeline, read_prompts, run_pipeline, takes_class_labels  # noqa: F401  (re-exported)
+from .progress import Progress
 
 MANIFEST = "manifest.jsonl"
-REFERENCE_FAMILIES = ("unet", "dit", "pixart")
+add_arguments = add_generate_arguments
+__all__ = ["REFERENCE_FAMILIES", "MANIFEST", "generate", "make_jobs", "shard", "parse_seeds", "resolve_config",
+           "read_manifest", "load_pipeline", "read_prompts", "run_pipeline", "takes_class_labels", "run"]
 
 
 # ---------------------------------------------------------------------------------------------------
 # inputs
 # ---------------------------------------------------------------------------------------------------
-def read_prompts(path: str | Path) -> list[str | int]:
-    """Read prompts or class labels from a ``.txt``, ``.csv`` or ``.json`` file.
-
-    Args:
-        path: ``.txt`` (one prompt per line, blank lines skipped), ``.csv`` (column ``prompt`` or
-            ``class_label``) or ``.json`` (a list of strings or integers).
-
-    Returns:
-        The prompts (``str``) or class labels (``int``), in file order.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: wrong suffix, missing column, empty file or a malformed entry (named).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompts file {str(path)!r} does not exist")
-    suffix = path.suffix.lower()
-    items: list[str | int]
-    if suffix == ".txt":
-        items = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            cols = reader.fieldnames or []
-            if "prompt" in cols:
-                items = [row["prompt"] for row in reader]
-            elif "class_label" in cols:
-                items = []
-                for n, row in enumerate(reader, start=2):
-                    items.append(_label(row["class_label"], f"{path}:{n} column 'class_label'"))
-            else:
-                raise ValueError(f"prompts file {str(path)!r} has columns {cols}; it needs 'prompt' or 'class_label'")
-    elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"prompts file {str(path)!r} is not valid JSON: {e}") from None
-        if not isinstance(data, list):
-            raise ValueError(f"prompts file {str(path)!r} must hold a JSON list, got {type(data).__name__}")
-        items = []
-        for i, v in enumerate(data):
-            if isinstance(v, bool) or not isinstance(v, (str, int)):
-                raise ValueError(f"prompts file {str(path)!r} entry [{i}]={v!r} is invalid; allowed: a string or int")
-            items.append(v)
-    else:
-        raise ValueError(f"prompts file {str(path)!r} suffix {suffix!r} is unsupported; allowed: .txt, .csv, .json")
-    if not items:
-        raise ValueError(f"prompts file {str(path)!r} holds no prompts")
-    return items
-
-
-def _label(text: str, where: str) -> int:
-    try:
-        v = int(str(text).strip())
-    except ValueError:
-        raise ValueError(f"{where} value {text!r} is not an integer class label") from None
-    if v < 0:
-        raise ValueError(f"{where} value {v} is invalid; allowed: an integer >= 0")
-    return v
-
-
 def parse_seeds(text: str) -> list[int]:
     """Parse ``"0,1,5-8"`` into ``[0, 1, 5, 6, 7, 8]``; raises ``ValueError`` naming a bad part."""
     seeds: list[int] = []
@@ -160,107 +101,9 @@ def shard(n_jobs: int, batch_size: int, rank: int, world_size: int) -> list[list
 # ---------------------------------------------------------------------------------------------------
 # pipelines
 # ---------------------------------------------------------------------------------------------------
-def load_pipeline(model: str | None = None, reference: str | None = None, device: str = "cpu", dtype: str = "float32"):
-    """Load a pipeline from a local checkpoint folder or the reference zoo.
-
-    Args:
-        model: a local folder saved with ``save_pretrained`` (loaded with ``local_files_only=True``).
-        reference: a zoo family (``"unet"``, ``"dit"``, ``"pixart"``).
-        device: torch device.
-        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
-
-    Returns:
-        The pipeline, on ``device``, progress bar disabled.
-    """
-    if (model is None) == (reference is None):
-        raise ValueError("give exactly one of --model PATH or --reference FAMILY")
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype not in dtypes:
-        raise ValueError(f"dtype={dtype!r} is invalid; allowed: {sorted(dtypes)}")
-    if model is not None:
-        path = Path(model)
-        if not (path / "model_index.json").is_file():
-            raise FileNotFoundError(f"--model {str(path)!r} is not a diffusers checkpoint folder: "
-                                    f"{str(path / 'model_index.json')!r} does not exist")
-        from diffusers import DiffusionPipeline
-
-        pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True)
-        if dtype != "float32":
-            pipe = pipe.to(dtype=dtypes[dtype])
-    else:
-        if reference not in REFERENCE_FAMILIES:
-            raise ValueError(f"--reference {reference!r} is invalid; allowed: {list(REFERENCE_FAMILIES)}")
-        try:
-            from . import zoo
-            loader = zoo.load
-        except (ImportError, AttributeError) as e:
-            raise RuntimeError(f"the reference zoo is unavailable ({e}); use --model PATH") from None
-        pipe = loader(reference)
-        pipe = pipe.to(dtype=dtypes[dtype])
-    pipe = pipe.to(device)
-    if hasattr(pipe, "set_progress_bar_config"):
-        pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def takes_class_labels(pipe: Any) -> bool:
-    """Whether the pipeline is conditioned on class labels (DiT) rather than prompts."""
-    import inspect
-
-    params = inspect.signature(pipe.__call__).parameters
-    return "class_labels" in params and "prompt" not in params
-
-
-def run_pipeline(
-    pipe: Any,
-    prompts: Sequence[str | int],
-    seeds: Sequence[int],
-    steps: int,
-    guidance_scale: float | None = None,
-    output_type: str = "pil",
-    extra: dict[str, Any] | None = None,
-) -> Any:
-    """Run one batch with one seeded generator per image (an image does not depend on its batch's noise).
-
-    Args:
-        pipe: a diffusers pipeline.
-        prompts: prompts, or class labels for class-conditional pipelines.
-        seeds: one seed per prompt.
-        steps: ``num_inference_steps``.
-        guidance_scale: CFG scale; ``None`` keeps the pipeline's default.
-        output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (class-label pipelines such as
-            ``DiTPipeline`` always decode; for them ``"latent"`` gives the ``"pt"`` images).
-        extra: further keyword arguments for the pipeline call.
-
-    Returns:
-        The pipeline output's ``images``.
-    """
-    if len(prompts) != len(seeds):
-        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
-    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-    kw: dict[str, Any] = dict(num_inference_steps=steps, generator=gens, output_type=output_type, **(extra or {}))
-    if guidance_scale is not None:
-        kw["guidance_scale"] = guidance_scale
-    if "PixArt" in type(pipe).__name__:  # the zoo's PixArt has a short CLIP text encoder and no binning sizes
-        kw.setdefault("use_resolution_binning", False)
-        kw.setdefault("max_sequence_length", getattr(getattr(pipe, "tokenizer", None), "model_max_length", 120))
-    if takes_class_labels(pipe):
-        if output_type == "latent":  # DiTPipeline always decodes: return its images as a tensor in [0, 1]
-            kw["output_type"] = "pt"
-        labels = []
-        for p in prompts:
-            if isinstance(p, str):
-                if not p.strip().isdigit():
-                    raise ValueError(f"{type(pipe).__name__} needs integer class labels, got prompt {p!r}")
-                p = int(p)
-            labels.append(int(p))
-        return pipe(class_labels=labels, **kw).images
-    return pipe(prompt=[str(p) for p in prompts], **kw).images
-
-
 def resolve_config(method: str | None = None, preset: str | None = None, config: str | None = None):
     """A method config from ``--config FILE`` or ``--method NAME [--preset NAME]``; ``None`` = no acceleration."""
-    from .config import CONFIG_CLASSES, load_config
+    from .registry import load_config, parse_method
 
     if config is not None:
         if method is not None or preset is not None:
@@ -270,10 +113,10 @@ def resolve_config(method: str | None = None, preset: str | None = None, config:
         if preset is not None:
             raise ValueError("--preset needs --method")
         return None
-    if method not in CONFIG_CLASSES:
-        raise ValueError(f"--method {method!r} is unknown; allowed: {sorted(CONFIG_CLASSES) + ['none']}")
-    cls = CONFIG_CLASSES[method]
-    return cls.preset(preset) if preset is not None else cls()
+    if ":" in method or Path(method).suffix:
+        raise ValueError(f"--method {method!r} is invalid; allowed: a method name (the preset goes in --preset, "
+                         "a file in --config)")
+    return parse_method(method if preset is None else f"{method}:{preset}", default_preset=None, what="--method ")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -351,7 +194,7 @@ def generate(
         >>> jobs = make_jobs(["a handwritten 3"], seeds=[0, 1])
         >>> generate(pipe, jobs, "out", config=tc.DaToConfig.preset("fast"), steps=50)
     """
-    from .api import apply, remove, summary
+    from .registry import apply, remove, summary
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -370,7 +213,7 @@ def generate(
     if config is not None:
         apply(pipe, config)
     try:
-        with _progress(progress, n_mine, counts["skipped"], rank) as bar:
+        with Progress(f"generate [rank {rank}]", n_mine, progress, counts["skipped"], transient=False) as bar:
             for batch in todo:
                 bj = [jobs[i] for i in batch]
                 t0 = time.perf_counter()
@@ -388,7 +231,7 @@ def generate(
                         "model": model_id, "rank": rank,
                     })
                     counts["generated"] += 1
-                bar(len(bj))
+                bar.advance(len(bj))
     finally:
         if config is not None:
             remove(pipe)
@@ -399,55 +242,9 @@ def _finished(out: Path, job: Job, done: dict[str, dict[str, Any]]) -> bool:
     return job.file in done and (out / job.file).is_file()
 
 
-class _progress:
-    def __init__(self, enabled: bool, total: int, completed: int, rank: int) -> None:
-        self.enabled, self.total, self.completed, self.rank = enabled, total, completed, rank
-        self._p: Any = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import Progress
-
-            self._p = Progress(transient=False)
-            self._p.start()
-            self._task = self._p.add_task(f"generate [rank {self.rank}]", total=self.total, completed=self.completed)
-        return self._advance
-
-    def _advance(self, n: int) -> None:
-        if self._p is not None:
-            self._p.advance(self._task, n)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._p is not None:
-            self._p.stop()
-
-
 # ---------------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``tokencache generate``."""
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="local diffusers checkpoint folder (loaded with local_files_only=True)")
-    src.add_argument("--reference", choices=REFERENCE_FAMILIES, help="a tiny reference model from tokencache.zoo")
-    parser.add_argument("--prompts", required=True, help=".txt (one per line), .csv (prompt/class_label) or .json")
-    parser.add_argument("--out", required=True, help="output folder for PNGs and manifest.jsonl")
-    parser.add_argument("--method", default=None, help="dato, deepcache, tome, toca, duca, fora or none")
-    parser.add_argument("--preset", default=None, help="quality, balanced or fast")
-    parser.add_argument("--config", default=None, help="a config YAML/JSON (e.g. exported by `tokencache search`)")
-    parser.add_argument("--seeds", default=None, help="seeds for every prompt, e.g. '0-3,10' (default: --seed + index)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed: image i gets seed + i (without --seeds)")
-    parser.add_argument("--images-per-prompt", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--guidance-scale", type=float, default=None)
-    parser.add_argument("--device", default=None, help="torch device (default: accelerate's, else cpu)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
-
-
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``tokencache generate``."""
     try:
@@ -465,6 +262,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         jobs = jobs[: args.limit]
     rank, world = dist_info()
+    import torch
+
     device = args.device
     if device is None:
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() and world > 1 else (
