@@ -40,6 +40,8 @@ NOTICES = (
     r"Setting `clean_caption` to False",
     r".*should be kept in float32",  # diffusers: fp32 modules of a pipeline kept in float32
     r".*`_keep_in_fp32_modules`",
+    r"An error occurred while trying to fetch ",  # diffusers, a missing safetensors file: the error that follows
+    r"Defaulting to unsafe serialization",  # says which weights are missing
 )
 #: loggers whose handlers get the notice filter
 NOTICE_LOGGERS = ("diffusers", "transformers")
@@ -92,7 +94,8 @@ class NoticeFilter(logging.Filter):
 
 
 def quiet_notices() -> None:
-    """Filter :data:`NOTICES` out of the diffusers and transformers log handlers and out of ``warnings``.
+    """Filter :data:`NOTICES` out of the diffusers and transformers log handlers and out of ``warnings``,
+    and turn off those libraries' checkpoint-loading bars.
 
     Only these messages are dropped; log levels, and everything the user's own code logs, stay as they are.
     """
@@ -103,11 +106,16 @@ def quiet_notices() -> None:
         lib = _library_logging(name)
         if lib is not None:
             lib.get_logger()  # configures the library's own handler, which the filter goes on
+            lib.disable_progress_bar()  # "Loading pipeline components...": the harness has its own progress
         logger = logging.getLogger(name)
         logger.addFilter(filt)
         for h in logger.handlers:
             if not any(isinstance(f, NoticeFilter) for f in h.filters):
                 h.addFilter(filt)
+            if isinstance(h, logging.StreamHandler) and getattr(h.stream, "closed", False):
+                # main() called in-process again after stderr was swapped (tests, notebooks)
+                h.__dict__.pop("flush", None)  # diffusers binds the old stderr's flush to its handler
+                h.stream = sys.stderr
 
 
 def _library_logging(name: str) -> Any:

@@ -172,8 +172,17 @@ def table(rows: list[DemoRow]) -> tuple[list[str], list[list[str]], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .args import REFERENCE_FAMILIES
+
     per_digit, steps = (1, 10) if args.quick else (args.per_digit, args.steps)
-    fams = tuple(args.families.split(",")) if args.families else None
+    for name, value in (("--per-digit", per_digit), ("--steps", steps)):
+        if value < 1:
+            raise ValueError(f"demo {name}={value} is invalid; allowed: an integer >= 1")
+    fams = tuple(f for f in args.families.split(",") if f) if args.families else None
+    bad = [f for f in fams or () if f not in REFERENCE_FAMILIES]
+    if bad or fams == ():
+        raise ValueError(f"demo --families={args.families!r} is invalid; allowed: a comma-separated subset of "
+                         f"{list(REFERENCE_FAMILIES)}")
     rows = run_demo(args.out, per_digit=per_digit, steps=steps, families=fams, progress=not args.json)
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))

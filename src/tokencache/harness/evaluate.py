@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -251,17 +250,11 @@ add_arguments = add_eval_arguments
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``tokencache eval``."""
     if args.save_stats and len(args.folders) != 1:
-        print("error: --save-stats needs exactly one folder", file=sys.stderr)
-        return 2
+        raise ValueError(f"--save-stats needs exactly one folder, got {len(args.folders)}")
     if not (args.baseline or args.fd_ref or args.clip_model or args.save_stats):
-        print("error: nothing to compute; give --baseline, --fd-ref, --clip-model or --save-stats", file=sys.stderr)
-        return 2
-    try:
-        rows = [evaluate(f, args.baseline, args.fd_ref, args.features, args.inception_weights, args.clip_model,
-                         args.save_stats) for f in args.folders]
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise ValueError("nothing to compute; give --baseline, --fd-ref, --clip-model or --save-stats")
+    rows = [evaluate(f, args.baseline, args.fd_ref, args.features, args.inception_weights, args.clip_model,
+                     args.save_stats) for f in args.folders]  # user errors become one line in tokencache.cli
     if args.json:
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
         return 0

@@ -247,17 +247,14 @@ def _finished(out: Path, job: Job, done: dict[str, dict[str, Any]]) -> bool:
 # ---------------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``tokencache generate``."""
-    try:
-        items = read_prompts(args.prompts)
-        seeds = parse_seeds(args.seeds) if args.seeds else None
-        if args.images_per_prompt < 1:
-            raise ValueError(f"--images-per-prompt {args.images_per_prompt} is invalid; allowed: >= 1")
-        if args.steps < 1:
-            raise ValueError(f"--steps {args.steps} is invalid; allowed: >= 1")
-        config = resolve_config(args.method, args.preset, args.config)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # user errors (ValueError, FileNotFoundError, ...) become one line in tokencache.cli
+    items = read_prompts(args.prompts)
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    if args.images_per_prompt < 1:
+        raise ValueError(f"--images-per-prompt {args.images_per_prompt} is invalid; allowed: >= 1")
+    if args.steps < 1:
+        raise ValueError(f"--steps {args.steps} is invalid; allowed: >= 1")
+    config = resolve_config(args.method, args.preset, args.config)
     jobs = make_jobs(items, seeds, args.seed, args.images_per_prompt)
     if args.limit is not None:
         jobs = jobs[: args.limit]
@@ -269,15 +266,11 @@ def run(args: argparse.Namespace) -> int:
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() and world > 1 else (
             "cuda" if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in
             ("1", "true") else "cpu")
-    try:
-        pipe = load_pipeline(args.model, args.reference, device, args.dtype)
-        counts = generate(
-            pipe, jobs, args.out, config, args.steps, args.batch_size, args.guidance_scale, rank, world,
-            progress=not args.no_progress and sys.stderr.isatty(), model_id=args.model or f"zoo:{args.reference}",
-        )
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    pipe = load_pipeline(args.model, args.reference, device, args.dtype)
+    counts = generate(
+        pipe, jobs, args.out, config, args.steps, args.batch_size, args.guidance_scale, rank, world,
+        progress=not args.no_progress and sys.stderr.isatty(), model_id=args.model or f"zoo:{args.reference}",
+    )
     counts.update(rank=rank, world_size=world, total=len(jobs))
     if args.json:
         print(json.dumps(counts))

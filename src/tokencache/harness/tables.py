@@ -20,8 +20,10 @@ def render(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], err
     from rich.console import Console
 
     buf = io.StringIO()
-    console = Console(file=buf, width=width or _width(), no_color=True, highlight=False, emoji=False)
-    console.print(_table(title, header, rows))
+    width = width or _width()
+    console = Console(file=buf, width=width, no_color=True, highlight=False, emoji=False)
+    for t in _tables(title, header, rows, width):
+        console.print(t)
     for e in errors:
         console.print(e, markup=False, highlight=False, overflow="fold")
     return buf.getvalue()
@@ -31,8 +33,10 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
     """Print :func:`render`'s table to stdout (with colour on a terminal)."""
     from rich.console import Console
 
-    console = Console(width=_width())
-    console.print(_table(title, header, rows))
+    width = _width()
+    console = Console(width=width)
+    for t in _tables(title, header, rows, width):
+        console.print(t)
     for e in errors:
         console.print(e, markup=False, highlight=False, overflow="fold")
 
@@ -42,6 +46,32 @@ def _width() -> int:
     import sys
 
     return shutil.get_terminal_size((WIDTH, 24)).columns if sys.stdout.isatty() else WIDTH
+
+
+def _tables(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> list[Any]:
+    """One table, or where its columns cannot fit ``width`` side by side, several: each repeats the first column."""
+    if not header:
+        return []
+
+    def need(i: int) -> int:  # the narrowest a column gets: its longest header word or cell, plus padding
+        words = [w for w in header[i].split()] + [r[i] for r in rows if i < len(r)]
+        return max(len(w) for w in words) + 2
+
+    first = need(0)
+    groups: list[list[int]] = [[]]
+    used = first
+    for i in range(1, len(header)):
+        if groups[-1] and used + need(i) > width:
+            groups.append([])
+            used = first
+        groups[-1].append(i)
+        used += need(i)
+    out = []
+    for k, cols in enumerate(groups):
+        sub_title = title if k == 0 else f"{title} ({k + 1}/{len(groups)})" if title else ""
+        sub_rows = [[r[0], *(r[i] if i < len(r) else "" for i in cols)] for r in rows]
+        out.append(_table(sub_title, [header[0], *(header[i] for i in cols)], sub_rows))
+    return out
 
 
 def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> Any:

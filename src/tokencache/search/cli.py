@@ -95,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage, name = _names(args)
     if args.workers < 1:
-        print(f"error: --workers {args.workers} is invalid; allowed: >= 1", file=sys.stderr)
-        return 2
+        raise ValueError(f"--workers {args.workers} is invalid; allowed: >= 1")
     try:
         if not args.report_only:
             if args.fail_running and args.resume:
@@ -111,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 del pipe
                 _run_workers(args, storage, name, res.study, n_complete)
         result = load_result(storage, name)
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
+    except _WorkersFailed as e:  # other user errors become one line in tokencache.cli
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -139,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _WorkersFailed(RuntimeError):
+    pass
+
+
 def _run_workers(args: argparse.Namespace, storage: str, name: str, study: Any, n_complete: Any) -> None:
     """Start ``--workers`` processes on the same study and wait for them (progress from the storage)."""
     spec = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
@@ -150,12 +153,12 @@ def _run_workers(args: argparse.Namespace, storage: str, name: str, study: Any, 
            "sys.exit(worker_main(sys.argv[1]))", path]
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for _ in range(args.workers)]
     try:
-        from rich.progress import Progress
+        from ..harness.progress import Progress
 
-        with Progress(disable=args.no_progress or not sys.stderr.isatty()) as bar:
-            task = bar.add_task(f"search ({args.workers} workers)", total=args.trials)
+        with Progress(f"search ({args.workers} workers)", args.trials,
+                      not args.no_progress and sys.stderr.isatty(), transient=False, counts=True) as bar:
             while any(p.poll() is None for p in procs):
-                bar.update(task, completed=min(n_complete(study), args.trials))
+                bar.update(completed=min(n_complete(study), args.trials))
                 time.sleep(1.0)
     finally:
         for p in procs:
@@ -163,7 +166,7 @@ def _run_workers(args: argparse.Namespace, storage: str, name: str, study: Any, 
         Path(path).unlink(missing_ok=True)
     bad = [p.returncode for p in procs if p.returncode != 0]
     if bad:
-        raise RuntimeError(f"{len(bad)} worker(s) failed with exit codes {bad}")
+        raise _WorkersFailed(f"{len(bad)} worker(s) failed with exit codes {bad}")
 
 
 def worker_main(spec_path: str) -> int:
