@@ -73,7 +73,11 @@ def make_storage(url: str | None) -> Any:
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
-    return optuna.storages.RDBStorage(url)
+    if "://" not in url:
+        raise ValueError(f"storage {url!r} is invalid; allowed: an SQLAlchemy URL such as sqlite:///PATH or "
+                         "postgresql://USER:PASSWORD@HOST/DB")
+    # several machines: check pooled connections before use (a server or NAT may have dropped them)
+    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
 
 
 def fail_running(storage: str, study_name: str) -> int:
