@@ -202,3 +202,12 @@ def test_tables_fit_80_columns_and_keep_method_names():
             assert n in t, (n, t)
         assert "…" not in t
     assert "tome:balanced" in text and "x" * 60 in text.replace("\n", "")  # the error, under the table, folded
+
+
+def test_light_lists_match_the_heavy_ones():
+    from tokencache import zoo
+    from tokencache.harness.args import FEATURES, REFERENCE_FAMILIES
+    from tokencache.harness.registry import method_specs
+
+    assert REFERENCE_FAMILIES == zoo.FAMILIES and FEATURES == ("digits", "pixels", "inception")
+    assert method_specs("unet", ("balanced",)) == ["dato:balanced", "deepcache:balanced", "tome:balanced"]
