@@ -21,62 +21,40 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 import tokencache as tc
+from tokencache.harness import shapes
+from tokencache.harness.registry import parse_method
 
-DIT_XL2 = dict(
-    num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
-    sample_size=32, patch_size=2, num_embeds_ada_norm=1000,
-)
-PIXART_ALPHA_512 = dict(
-    num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
-    sample_size=64, patch_size=2, cross_attention_dim=1152, caption_channels=4096,
-    norm_type="ada_norm_single", num_embeds_ada_norm=1000, use_additional_conditions=False,
-)
+#: model -> (scheduler class name, CFG scale, default steps); shapes and the loop come from tokencache.harness.shapes
+MODELS = {"dit-xl-2": ("DDIMScheduler", 1.5, 50), "pixart-alpha": ("DPMSolverMultistepScheduler", 4.5, 20)}
 
 
-def build(model: str) -> tuple[torch.nn.Module, Any, float, int]:
-    """(transformer, scheduler, guidance scale, latent size) for a model name."""
-    from diffusers import DDIMScheduler, DiTTransformer2DModel, DPMSolverMultistepScheduler, PixArtTransformer2DModel
+def build(model: str, steps: int) -> tuple[torch.nn.Module, Callable[[], torch.Tensor], Callable[[], torch.Tensor]]:
+    """(transformer, its timed denoising loop, a 2-step warm-up loop) for a model name."""
+    import diffusers
 
-    torch.manual_seed(0)
-    if model == "dit-xl-2":
-        net = DiTTransformer2DModel(**DIT_XL2).eval()
-        return net, DDIMScheduler(num_train_timesteps=1000, clip_sample=False), 1.5, 32
-    if model == "pixart-alpha":
-        net = PixArtTransformer2DModel(**PIXART_ALPHA_512).eval()
-        return net, DPMSolverMultistepScheduler(), 4.5, 64
-    raise SystemExit(f"--model {model!r} is unknown; allowed: dit-xl-2, pixart-alpha")
+    if model not in MODELS:
+        raise SystemExit(f"--model {model!r} is unknown; allowed: {sorted(MODELS)}")
+    sched_name, guidance, _ = MODELS[model]
+    net, family = shapes.build_model(model)
+    resolution = shapes.MODELS[model][2]
 
+    def loop(n: int) -> Callable[[], torch.Tensor]:
+        sched = getattr(diffusers, sched_name)(num_train_timesteps=1000)
+        run = shapes.make_loop(net, family, resolution, 1, n, guidance, scheduler=sched)
+        return torch.no_grad()(run)
 
-def denoise(model: str, net: torch.nn.Module, sched: Any, guidance: float, size: int, steps: int) -> torch.Tensor:
-    """One generation's denoising loop; returns the final latents."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 4, size, size, generator=g) * sched.init_noise_sigma
-    sched.set_timesteps(steps)
-    if model == "dit-xl-2":
-        cond = {"class_labels": torch.tensor([207, 1000])}  # [cond; uncond], as DiTPipeline orders them
-    else:
-        text = torch.randn(2, 120, 4096, generator=g)
-        mask = torch.ones(2, 120)
-        cond = {"encoder_hidden_states": text, "encoder_attention_mask": mask}
-    with torch.no_grad():
-        for t in sched.timesteps:
-            inp = sched.scale_model_input(torch.cat([x, x]), t)
-            out = net(inp, timestep=t.expand(2), **cond).sample[:, :4]
-            first, second = out.chunk(2)
-            cond_eps, uncond_eps = (first, second) if model == "dit-xl-2" else (second, first)
-            eps = uncond_eps + guidance * (cond_eps - uncond_eps)
-            x = sched.step(eps, t, x).prev_sample
-    return x
+    return net, loop(steps), loop(2)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="dit-xl-2", choices=["dit-xl-2", "pixart-alpha"])
+    p.add_argument("--model", default="dit-xl-2", choices=sorted(MODELS))
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: 50 DiT DDIM, 20 PixArt DPM)")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per method (alternating)")
     p.add_argument("--methods", default="toca:balanced,duca:fast,fora:balanced",
@@ -86,27 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    steps = args.steps or (50 if args.model == "dit-xl-2" else 20)
-    classes = {"toca": tc.ToCaConfig, "duca": tc.DuCaConfig, "fora": tc.FORAConfig}
-    methods = []
-    for item in args.methods.split(","):
-        name, _, preset = item.partition(":")
-        methods.append((item, classes[name].preset(preset or "balanced")))
+    steps = args.steps or MODELS[args.model][2]
+    methods = [(item, parse_method(item)) for item in args.methods.split(",") if item]
 
-    net, sched, guidance, size = build(args.model)
+    net, denoise, warmup = build(args.model, steps)
     times: dict[str, list[float]] = {"baseline": []}
     info: dict[str, dict[str, Any]] = {}
-    base_x = denoise(args.model, net, sched, guidance, size, 2)  # warm-up
+    base_x = warmup()
     for r in range(args.repeats):
         t0 = time.perf_counter()
-        base_x = denoise(args.model, net, sched, guidance, size, steps)
+        base_x = denoise()
         times["baseline"].append(time.perf_counter() - t0)
         print(f"[repeat {r}] baseline {times['baseline'][-1]:.1f}s", file=sys.stderr)
         for label, cfg in methods:
             tc.apply(net, cfg, num_inference_steps=steps, cfg=True)
             try:
                 t0 = time.perf_counter()
-                x = denoise(args.model, net, sched, guidance, size, steps)
+                x = denoise()
                 times.setdefault(label, []).append(time.perf_counter() - t0)
                 s = tc.summary(net)
             finally:

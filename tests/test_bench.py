@@ -7,8 +7,8 @@ import torch
 
 import tokencache as tc
 from conftest import tiny_unet, tiny_vae
-from tokencache import bench
 from tokencache.core.accounting import count_macs
+from tokencache.harness import bench, shapes
 
 
 def test_sd15_shape_macs_match_flop_counter_reference():
@@ -44,8 +44,8 @@ def test_run_bench_rows_and_ratios(tmp_path):
 
 
 def test_cli_json_schema(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "build_model", lambda name, dtype, device: (tiny_unet(), "unet"))
-    monkeypatch.setattr(bench, "build_vae", lambda dtype, device: tiny_vae())
+    monkeypatch.setattr(shapes, "build_model", lambda name, dtype, device: (tiny_unet(), "unet"))
+    monkeypatch.setattr(shapes, "build_vae", lambda dtype, device: tiny_vae())
     out = tmp_path / "r.json"
     code = bench.run(bench_args(["--model", "sd15", "--resolution", "64", "--steps", "4", "--repeats", "1",
                                  "--warmup", "0", "--methods", "deepcache:fast", "--json", str(out),
@@ -61,8 +61,8 @@ def test_cli_json_schema(tmp_path, monkeypatch):
 
 
 def test_cli_config_files_and_default_methods(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "build_model", lambda name, dtype, device: (tiny_unet(), "unet"))
-    monkeypatch.setattr(bench, "build_vae", lambda dtype, device: tiny_vae())
+    monkeypatch.setattr(shapes, "build_model", lambda name, dtype, device: (tiny_unet(), "unet"))
+    monkeypatch.setattr(shapes, "build_vae", lambda dtype, device: tiny_vae())
     cfg = tc.DeepCacheConfig(interval=2).save(tmp_path / "my_strategy.yaml")
     out = tmp_path / "r.json"
     common = ["--model", "sd15", "--resolution", "64", "--steps", "3", "--repeats", "1", "--warmup", "0"]
@@ -72,7 +72,7 @@ def test_cli_config_files_and_default_methods(tmp_path, monkeypatch):
         bench.run(bench_args([*common, "--methods", f"{cfg},{cfg}"]))
     assert bench.run(bench_args([*common, "--json", str(out)])) == 0  # no --methods: the UNet presets
     names = [r["name"] for r in json.loads(out.read_text())["rows"]]
-    assert names == ["baseline", *bench.DEFAULT_METHODS["unet"].split(",")]
+    assert names == ["baseline", *bench.default_methods("unet")]
 
 
 def test_unknown_model_and_method():
@@ -109,8 +109,8 @@ def test_shapes_end_to_end_adds_the_vae_decode_of_the_final_latents(monkeypatch)
     decoded = []
     decode = vae.decode
     monkeypatch.setattr(vae, "decode", lambda z, *a, **k: decoded.append(z.shape) or decode(z, *a, **k))
-    monkeypatch.setattr(bench, "build_model", lambda name, dtype, device: (tiny_unet(), "unet"))
-    monkeypatch.setattr(bench, "build_vae", lambda dtype, device: vae)
+    monkeypatch.setattr(shapes, "build_model", lambda name, dtype, device: (tiny_unet(), "unet"))
+    monkeypatch.setattr(shapes, "build_vae", lambda dtype, device: vae)
     args = bench_args(["--model", "sd15", "--resolution", "64", "--steps", "3"])
     work, mode, _ = bench._workload(args, torch.float32)
     assert mode == "shapes"
@@ -171,7 +171,7 @@ def test_reference_dit_with_diffusers_hook_peers_leaves_the_model_clean():
 
 
 def test_snapshot_restores_what_a_peer_leaves_behind():
-    from tokencache.peers import snapshot
+    from tokencache.harness.peers import snapshot
 
     model = tiny_unet()
     block = model.down_blocks[0]
@@ -271,7 +271,7 @@ def test_pixart_1024_and_latte_shapes_run_in_the_bare_loop(monkeypatch):
     latte = LatteTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
                                     num_layers=2, sample_size=8, patch_size=2, cross_attention_dim=16,
                                     caption_channels=24, video_length=3).eval()
-    assert bench.denoiser_kind(latte) == "latte"
+    assert bench.model_family(latte) == "latte"
     for model, res in ((pixart, 1024), (latte, 64)):
         work = bench.bare_workload(model, resolution=res, steps=3, guidance=4.5, vae=tiny_vae())
         rows = bench.run_workload(work, {"toca": tc.ToCaConfig(interval=2, fresh_ratio=0.5)}, repeats=1, warmup=0,
@@ -284,7 +284,7 @@ def test_magcache_calibration_runs_without_autograd():
     # under autograd a whole generation's activations stay alive: DiT-XL/2 at 50 steps ran out of 24 GiB
     from diffusers import DiTTransformer2DModel
 
-    from tokencache import peers
+    from tokencache.harness import peers
 
     torch.manual_seed(0)
     dit = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,

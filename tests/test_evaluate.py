@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from scipy import linalg
 
-from tokencache.evaluate import FeatureExtractor, evaluate, fidelity, frechet
+from tokencache.harness.evaluate import FeatureExtractor, evaluate, fidelity, frechet
 
 
 def _png(path, value, size=8):

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from tokencache.generate import (
+from tokencache.harness.generate import (
     Job,
     make_jobs,
     parse_seeds,

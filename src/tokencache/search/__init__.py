@@ -8,13 +8,25 @@ Example:
 Command line: ``tokencache search --reference unet --steps 50 --trials 64 --out search_out``.
 """
 
+from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 from .cli import add_arguments, run
-from .evaluator import OBJECTIVES, EvalSettings, Evaluator
-from .report import SearchResult, dominates, pareto_front
-from .space import DaToSpace, DeepCacheSpace, SearchSpace, make_space
-from .study import load_result, parse_constraint, run_search
+from .objectives import OBJECTIVES
+
+#: public name -> submodule; imported on first use so that ``tokencache search --help`` stays light
+_LAZY = {
+    "EvalSettings": "evaluator", "Evaluator": "evaluator", "SearchResult": "report", "dominates": "report",
+    "pareto_front": "report", "DaToSpace": "space", "DeepCacheSpace": "space", "SearchSpace": "space",
+    "make_space": "space", "load_result": "study", "parse_constraint": "study", "run_search": "study",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 STRATEGIES_DIR = Path(__file__).resolve().parent.parent / "strategies"
 """Strategies found by searches on the reference models, shipped as examples (YAML, ``tc.load_config``)."""

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .evaluator import OBJECTIVES
+from ..harness.args import REFERENCE_FAMILIES
+from .objectives import OBJECTIVES
 
 
 def _csv(kind: type) -> Any:
@@ -28,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``tokencache search``."""
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="local diffusers checkpoint folder (loaded with local_files_only=True)")
-    src.add_argument("--reference", choices=("unet", "dit", "pixart"), help="a tiny reference model (tokencache.zoo)")
-    parser.add_argument("--method", default="dato", help="dato, deepcache, toca, duca or fora")
+    src.add_argument("--reference", choices=REFERENCE_FAMILIES, help="a tiny reference model (tokencache.zoo)")
+    parser.add_argument("--method", default="dato",
+                        help="a registered method with a search space (default dato); an unknown one lists them")
     parser.add_argument("--trials", type=int, default=64, help="finished trials wanted in the study (default 64)")
     parser.add_argument("--population", type=int, default=16, help="NSGA-II population size (default 16)")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps; DaTo has 2 genes per step")
@@ -64,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _kwargs(args: argparse.Namespace, storage: str, name: str) -> dict[str, Any]:
     prompts = None
     if args.prompts:
-        from ..generate import read_prompts
+        from ..harness.pipeline_io import read_prompts
 
         prompts = read_prompts(args.prompts)
     return dict(
@@ -87,14 +89,13 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``tokencache search``."""
     import optuna
 
-    from ..generate import load_pipeline
+    from ..harness.pipeline_io import load_pipeline
     from .study import fail_running, load_result, n_complete, run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage, name = _names(args)
     if args.workers < 1:
-        print(f"error: --workers {args.workers} is invalid; allowed: >= 1", file=sys.stderr)
-        return 2
+        raise ValueError(f"--workers {args.workers} is invalid; allowed: >= 1")
     try:
         if not args.report_only:
             if args.fail_running and args.resume:
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 del pipe
                 _run_workers(args, storage, name, res.study, n_complete)
         result = load_result(storage, name)
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
+    except _WorkersFailed as e:  # other user errors become one line in tokencache.cli
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -137,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _WorkersFailed(RuntimeError):
+    pass
+
+
 def _run_workers(args: argparse.Namespace, storage: str, name: str, study: Any, n_complete: Any) -> None:
     """Start ``--workers`` processes on the same study and wait for them (progress from the storage)."""
     spec = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
@@ -148,12 +153,12 @@ def _run_workers(args: argparse.Namespace, storage: str, name: str, study: Any, 
            "sys.exit(worker_main(sys.argv[1]))", path]
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for _ in range(args.workers)]
     try:
-        from rich.progress import Progress
+        from ..harness.progress import Progress
 
-        with Progress(disable=args.no_progress or not sys.stderr.isatty()) as bar:
-            task = bar.add_task(f"search ({args.workers} workers)", total=args.trials)
+        with Progress(f"search ({args.workers} workers)", args.trials,
+                      not args.no_progress and sys.stderr.isatty(), transient=False, counts=True) as bar:
             while any(p.poll() is None for p in procs):
-                bar.update(task, completed=min(n_complete(study), args.trials))
+                bar.update(completed=min(n_complete(study), args.trials))
                 time.sleep(1.0)
     finally:
         for p in procs:
@@ -161,7 +166,7 @@ def _run_workers(args: argparse.Namespace, storage: str, name: str, study: Any, 
         Path(path).unlink(missing_ok=True)
     bad = [p.returncode for p in procs if p.returncode != 0]
     if bad:
-        raise RuntimeError(f"{len(bad)} worker(s) failed with exit codes {bad}")
+        raise _WorkersFailed(f"{len(bad)} worker(s) failed with exit codes {bad}")
 
 
 def worker_main(spec_path: str) -> int:
@@ -170,7 +175,7 @@ def worker_main(spec_path: str) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     args = argparse.Namespace(**json.loads(Path(spec_path).read_text()))
-    from ..generate import load_pipeline
+    from ..harness.pipeline_io import load_pipeline
     from .study import run_search
 
     storage, name = _names(args)

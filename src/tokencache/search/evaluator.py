@@ -17,22 +17,9 @@ from typing import Any
 
 import torch
 
-from ..api import apply, remove, summary
-from ..config import BaseConfig, DaToConfig
-from ..generate import run_pipeline, takes_class_labels
-
-#: objective -> optuna direction
-OBJECTIVES = {
-    "macs": "minimize",
-    "latency_model": "minimize",
-    "latency": "minimize",
-    "psnr": "maximize",
-    "ssim": "maximize",
-    "rel_l1": "minimize",
-    "fd": "minimize",
-    "clip": "maximize",
-}
-COST_OBJECTIVES = ("macs", "latency_model", "latency")
+from ..harness.pipeline_io import run_pipeline, takes_class_labels
+from ..harness.registry import BaseConfig, DaToConfig, apply, remove, summary
+from .objectives import COST_OBJECTIVES, OBJECTIVES  # noqa: F401  (re-exported)
 
 
 @dataclass

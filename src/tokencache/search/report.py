@@ -9,7 +9,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import CONFIG_CLASSES, BaseConfig
+from ..harness.registry import CONFIG_CLASSES, BaseConfig
 from .evaluator import OBJECTIVES
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import CONFIG_CLASSES, BaseConfig, DaToConfig, DeepCacheConfig
+from ..harness.registry import CONFIG_CLASSES, BaseConfig, DaToConfig, DeepCacheConfig
 
 DEFAULT_RATIOS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7)
 DEFAULT_DEPTHS = (1, 2, 3)

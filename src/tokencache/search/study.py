@@ -12,8 +12,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import CONFIG_CLASSES
-from ..generate import takes_class_labels
+from ..harness.pipeline_io import takes_class_labels
+from ..harness.registry import CONFIG_CLASSES, unet_units
 from .evaluator import COST_OBJECTIVES, OBJECTIVES, EvalSettings, Evaluator
 from .report import SearchResult, pareto_front
 from .space import DaToSpace, make_space
@@ -63,8 +63,6 @@ def max_branch_depth(pipe: Any) -> int:
     unet = getattr(pipe, "unet", None)
     if unet is None:
         return 0
-    from ..models.sd_unet import unet_units
-
     return unet_units(unet)[2]
 
 
@@ -75,7 +73,11 @@ def make_storage(url: str | None) -> Any:
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
-    return optuna.storages.RDBStorage(url)
+    if "://" not in url:
+        raise ValueError(f"storage {url!r} is invalid; allowed: an SQLAlchemy URL such as sqlite:///PATH or "
+                         "postgresql://USER:PASSWORD@HOST/DB")
+    # several machines: check pooled connections before use (a server or NAT may have dropped them)
+    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
 
 
 def fail_running(storage: str, study_name: str) -> int:
@@ -281,35 +283,30 @@ def run_search(
 
 
 class _Bar:
-    """A rich progress bar whose description shows the current Pareto front size."""
+    """The harness progress bar, its description showing the current Pareto front size."""
 
     def __init__(self, enabled: bool, total: int, done: int, objectives: Sequence[str], cons: list) -> None:
-        self.enabled, self.total, self.done, self.objectives, self.cons = enabled, total, done, objectives, cons
-        self._p: Any = None
+        from ..harness.progress import Progress
+
+        self.total, self.objectives, self.cons = total, objectives, cons
+        self._p = Progress("search  front=0", total, enabled, done, transient=False, counts=True)
+        self.enabled = enabled
 
     def __enter__(self) -> _Bar:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TimeElapsedColumn())
-            self._p.start()
-            self._task = self._p.add_task("search  front=0", total=self.total, completed=self.done)
+        self._p.__enter__()
         return self
 
     def callback(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.update(study)
 
     def update(self, study: optuna.Study) -> None:
-        if self._p is not None:
+        if self.enabled:
             trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             front = pareto_front(trials, self.objectives, self.cons)
-            self._p.update(self._task, completed=min(len(trials), self.total),
-                           description=f"search  front={len(front)}")
+            self._p.update(completed=min(len(trials), self.total), description=f"search  front={len(front)}")
 
     def __exit__(self, *exc: Any) -> None:
-        if self._p is not None:
-            self._p.stop()
+        self._p.__exit__(*exc)
 
 
 def load_result(storage: str, study_name: str) -> SearchResult:

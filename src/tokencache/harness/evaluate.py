@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .args import FEATURES, add_eval_arguments
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-FEATURES = ("digits", "pixels", "inception")
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -73,7 +73,7 @@ def fidelity(folder: str | Path, baseline: str | Path) -> dict[str, Any]:
     Raises:
         FileNotFoundError: a folder is missing, or an image of ``folder`` has no twin in ``baseline`` (named).
     """
-    from .metrics import psnr, rel_l1, ssim
+    from ..metrics import psnr, rel_l1, ssim
 
     files = list_images(folder)
     base_dir = Path(baseline)
@@ -112,7 +112,7 @@ class FeatureExtractor:
         self.kind, self.pixel_size = kind, pixel_size
         self._model: Any = None
         if kind == "digits":
-            from .zoo import load_classifier
+            from ..zoo import load_classifier
 
             self._model = load_classifier()
         elif kind == "inception":
@@ -125,7 +125,7 @@ class FeatureExtractor:
                 self._model = torch.jit.load(str(path), map_location="cpu").eval()
                 self._jit = True
             except RuntimeError:
-                from .metrics import make_fid
+                from ..metrics import make_fid
 
                 self._model = make_fid(2048, path).inception
                 self._jit = False
@@ -149,7 +149,7 @@ class FeatureExtractor:
 
 def folder_stats(source: str | Path, extractor: FeatureExtractor, batch: int = 64) -> tuple[torch.Tensor, ...]:
     """``(mu, sigma)`` of a folder's features, or read from an ``.npz`` with ``mu`` and ``sigma``."""
-    from .metrics import feature_stats, load_stats
+    from ..metrics import feature_stats, load_stats
 
     source = Path(source)
     if source.suffix == ".npz":
@@ -169,7 +169,7 @@ def folder_stats(source: str | Path, extractor: FeatureExtractor, batch: int = 6
 
 def frechet(a: str | Path, b: str | Path, extractor: FeatureExtractor) -> float:
     """Fréchet distance between two folders / ``.npz`` statistics in ``extractor``'s features."""
-    from .metrics import frechet_distance_from_stats
+    from ..metrics import frechet_distance_from_stats
 
     mu_a, s_a = folder_stats(a, extractor)
     mu_b, s_b = folder_stats(b, extractor)
@@ -190,7 +190,7 @@ def prompts_of(folder: str | Path) -> dict[str, str]:
 
 def clip(folder: str | Path, model_dir: str | Path) -> float:
     """CLIP score of a generated folder against the prompts in its manifest, with a local CLIP model."""
-    from .metrics import clip_score
+    from ..metrics import clip_score
 
     files = list_images(folder)
     prompts = prompts_of(folder)
@@ -232,7 +232,7 @@ def evaluate(
     if fd_ref is not None or save_stats is not None:
         ext = FeatureExtractor(features, inception_weights)
         if save_stats is not None:
-            from .metrics import save_stats as _save
+            from ..metrics import save_stats as _save
 
             _save(save_stats, *folder_stats(folder, ext))
             res["stats"] = str(save_stats)
@@ -244,32 +244,17 @@ def evaluate(
     return res
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``tokencache eval``."""
-    parser.add_argument("folders", nargs="+", help="generated image folders (or .npz statistics for FD)")
-    parser.add_argument("--baseline", default=None, help="folder of same-named reference images (PSNR/SSIM/rel-L1)")
-    parser.add_argument("--fd-ref", default=None, help="folder or .npz statistics to compute FD/FID against")
-    parser.add_argument("--features", choices=FEATURES, default="digits", help="feature extractor for FD")
-    parser.add_argument("--inception-weights", default=None, help="local Inception file for --features inception")
-    parser.add_argument("--clip-model", default=None, help="local CLIP folder (save_pretrained) for the CLIP score")
-    parser.add_argument("--save-stats", default=None, help="write the (single) folder's feature statistics here")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+add_arguments = add_eval_arguments
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``tokencache eval``."""
     if args.save_stats and len(args.folders) != 1:
-        print("error: --save-stats needs exactly one folder", file=sys.stderr)
-        return 2
+        raise ValueError(f"--save-stats needs exactly one folder, got {len(args.folders)}")
     if not (args.baseline or args.fd_ref or args.clip_model or args.save_stats):
-        print("error: nothing to compute; give --baseline, --fd-ref, --clip-model or --save-stats", file=sys.stderr)
-        return 2
-    try:
-        rows = [evaluate(f, args.baseline, args.fd_ref, args.features, args.inception_weights, args.clip_model,
-                         args.save_stats) for f in args.folders]
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise ValueError("nothing to compute; give --baseline, --fd-ref, --clip-model or --save-stats")
+    rows = [evaluate(f, args.baseline, args.fd_ref, args.features, args.inception_weights, args.clip_model,
+                     args.save_stats) for f in args.folders]  # user errors become one line in tokencache.cli
     if args.json:
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
         return 0

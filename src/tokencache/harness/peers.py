@@ -17,9 +17,10 @@ import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a peer runs: `tokencache bench --help` stays light
+    import torch
 
 #: the diffusers ``Attention`` / ``FeedForward`` submodules of DiT and PixArt blocks (``attn1``, ``attn2``,
 #: ``ff``). TaylorSeer's default patterns (``^transformer_blocks.*attn`` under ``re.fullmatch``) only match
@@ -259,6 +260,8 @@ def calibrate_mag_ratios(target: PeerTarget) -> list[float]:
     disable = _with_diffusers_hooks(target, apply, (_MAG_CACHE_LEADER_BLOCK_HOOK, _MAG_CACHE_BLOCK_HOOK), "MagCache")
     try:
         # no_grad: a generation under autograd keeps every step's activations (OOM on DiT-XL/2)
+        import torch
+
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # it prints the ratios
             target.generate()
     finally:

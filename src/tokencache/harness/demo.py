@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from . import api
-from .config import CONFIG_CLASSES, BaseConfig
+from . import registry as api
+from .args import add_demo_arguments
+from .progress import Progress
+from .registry import BaseConfig, load_config, method_specs, parse_method
+from .tables import print_table
 
-#: the methods each family runs (method, preset), besides the baseline
-UNET_METHODS = [("dato", "quality"), ("dato", "balanced"), ("dato", "fast"), ("deepcache", "balanced"),
-                ("tome", "balanced")]
-DIT_METHODS = [("toca", "balanced"), ("toca", "fast"), ("duca", "balanced"), ("duca", "fast"), ("fora", "balanced")]
+add_arguments = add_demo_arguments
 
 
 @dataclass
@@ -41,15 +41,9 @@ class DemoRow:
 
 def methods_for(family: str) -> list[tuple[str, BaseConfig]]:
     """``(name, config)`` of every preset that applies to a zoo family, then its shipped searched strategies."""
-    from .config import load_config
-    from .search import shipped_strategies
+    from ..search import shipped_strategies
 
-    wanted = UNET_METHODS if family == "unet" else DIT_METHODS
-    out = []
-    for method, preset in wanted:
-        cls = CONFIG_CLASSES.get(method)
-        if cls is not None and preset in cls.PRESETS:
-            out.append((f"{method}:{preset}", cls.preset(preset)))
+    out = [(spec, parse_method(spec)) for spec in method_specs(family)]  # every registered preset that applies
     order = {"quality": 0, "balanced": 1, "fast": 2}
     found = [(name.rsplit("_", 1)[-1], path) for name, path in shipped_strategies().items()
              if name.startswith(f"reference_{family}_")]  # e.g. reference_unet_dato50_balanced
@@ -89,8 +83,8 @@ def run_demo(out_dir: str | Path, per_digit: int = 2, steps: int = 50, families:
         steps: denoising steps.
         families: zoo families to run (default: all).
     """
-    from . import zoo
-    from .metrics import class_accuracy, classifier_features, frechet_distance, psnr
+    from .. import zoo
+    from ..metrics import classifier_features
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,48 +94,53 @@ def run_demo(out_dir: str | Path, per_digit: int = 2, steps: int = 50, families:
     real_feats = classifier_features(x_test, clf)  # held-out real digits, (N, 1, 8, 8) in [0, 1]
     digits = [d for d in range(10) for _ in range(per_digit)]
     plan = [(f, name, cfg) for f in families for name, cfg in [("baseline", None), *methods_for(f)]]
-    bar = _progress(len(plan)) if progress else None
     rows: list[DemoRow] = []
-    for family in families:
-        pipe = zoo.load(family)
-        zoo.sample(family, pipe, digits[:2], seed=1, num_inference_steps=2)  # warm-up
-        grid: dict[str, torch.Tensor] = {}
-        base_img, base_t = None, 0.0
-        for f, name, cfg in plan:
-            if f != family:
-                continue
-            if bar:
-                bar.update(bar.task_ids[0], description=f"{family} {name}")
-            try:
-                if cfg is not None:
-                    api.apply(pipe, cfg)
-                t0 = time.perf_counter()
-                img = zoo.sample(family, pipe, digits, seed=0, num_inference_steps=steps)
-                dt = time.perf_counter() - t0
-                macs = api.summary(pipe).macs_ratio if cfg is not None else 1.0
-                if cfg is None:
-                    base_img, base_t = img, dt
-                grid[name] = img[::per_digit]
-                rows.append(DemoRow(
-                    family, name, dt, base_t / dt, macs,
-                    float("inf") if cfg is None else float(psnr(img, base_img)),
-                    float(frechet_distance(classifier_features(img, clf), real_feats)),
-                    float(class_accuracy(img, digits, clf)),
-                ))
-            except Exception as e:  # report it and go on; the exit code says something failed
-                rows.append(DemoRow(family, name, 0, 0, 0, 0, 0, 0, f"{type(e).__name__}: {e}"))
-            finally:
-                api.remove(pipe)
-                if bar:
-                    bar.advance(bar.task_ids[0])
-        _save_grid(grid, out / f"grid_{family}.png", cols=10)
-    if bar:
-        bar.stop()
+    with Progress("demo", len(plan), progress) as bar:
+        for family in families:
+            _demo_family(family, plan, per_digit, steps, digits, clf, real_feats, bar, rows, out)
     meta = {"steps": steps, "images_per_family": len(digits), "torch": torch.__version__,
             "device": "cpu", "threads": torch.get_num_threads()}
     (out / "report.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
     (out / "report.md").write_text(to_markdown(rows, meta) + "\n")
     return rows
+
+
+def _demo_family(family: str, plan: list, per_digit: int, steps: int, digits: list[int], clf, real_feats, bar: Progress,
+                 rows: list[DemoRow], out: Path) -> None:
+    """The baseline and every method of one family: appends to ``rows``, writes the family's grid."""
+    from .. import zoo
+    from ..metrics import class_accuracy, classifier_features, frechet_distance, psnr
+
+    pipe = zoo.load(family)
+    zoo.sample(family, pipe, digits[:2], seed=1, num_inference_steps=2)  # warm-up
+    grid: dict[str, torch.Tensor] = {}
+    base_img, base_t = None, 0.0
+    for f, name, cfg in plan:
+        if f != family:
+            continue
+        bar.update(description=f"{family} {name}")
+        try:
+            if cfg is not None:
+                api.apply(pipe, cfg)
+            t0 = time.perf_counter()
+            img = zoo.sample(family, pipe, digits, seed=0, num_inference_steps=steps)
+            dt = time.perf_counter() - t0
+            macs = api.summary(pipe).macs_ratio if cfg is not None else 1.0
+            if cfg is None:
+                base_img, base_t = img, dt
+            grid[name] = img[::per_digit]
+            rows.append(DemoRow(
+                family, name, dt, base_t / dt, macs,
+                float("inf") if cfg is None else float(psnr(img, base_img)),
+                float(frechet_distance(classifier_features(img, clf), real_feats)),
+                float(class_accuracy(img, digits, clf)),
+            ))
+        except Exception as e:  # report it and go on; the exit code says something failed
+            rows.append(DemoRow(family, name, 0, 0, 0, 0, 0, 0, f"{type(e).__name__}: {e}"))
+        finally:
+            api.remove(pipe)
+            bar.advance()
+    _save_grid(grid, out / f"grid_{family}.png", cols=10)
 
 
 def to_markdown(rows: list[DemoRow], meta: dict) -> str:
@@ -162,40 +161,32 @@ def to_markdown(rows: list[DemoRow], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def _progress(total: int):
-    from rich.progress import Progress
-
-    bar = Progress(transient=True)
-    bar.add_task("demo", total=total)
-    bar.start()
-    return bar
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="tokencache-demo", help="output folder (default: tokencache-demo)")
-    p.add_argument("--per-digit", type=int, default=2, help="images per digit and family (default 2)")
-    p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    p.add_argument("--families", default=None, help="comma-separated subset of unet,dit,pixart")
-    p.add_argument("--quick", action="store_true", help="1 image per digit and 10 steps (a smoke run)")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+def table(rows: list[DemoRow]) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, cells and error lines of the terminal table (the method first: it is never wrapped)."""
+    header = ["method", "family", "speedup", "MACs ratio", "PSNR dB", "FD", "accuracy"]
+    cells = [[r.method, r.family, f"{r.speedup:.2f}x", f"{r.macs_ratio:.3f}", f"{r.psnr_vs_baseline:.1f}",
+              f"{r.fd:.2f}", f"{r.accuracy:.0%}"] if not r.error else [r.method, r.family, "error (below)"]
+             for r in rows]
+    errors = [f"{r.family} {r.method}: {r.error}" for r in rows if r.error]
+    return header, cells, errors
 
 
 def run(args: argparse.Namespace) -> int:
+    from .args import REFERENCE_FAMILIES
+
     per_digit, steps = (1, 10) if args.quick else (args.per_digit, args.steps)
-    fams = tuple(args.families.split(",")) if args.families else None
+    for name, value in (("--per-digit", per_digit), ("--steps", steps)):
+        if value < 1:
+            raise ValueError(f"demo {name}={value} is invalid; allowed: an integer >= 1")
+    fams = tuple(f for f in args.families.split(",") if f) if args.families else None
+    bad = [f for f in fams or () if f not in REFERENCE_FAMILIES]
+    if bad or fams == ():
+        raise ValueError(f"demo --families={args.families!r} is invalid; allowed: a comma-separated subset of "
+                         f"{list(REFERENCE_FAMILIES)}")
     rows = run_demo(args.out, per_digit=per_digit, steps=steps, families=fams, progress=not args.json)
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table(title=f"tokencache demo ({steps} steps) -> {Path(args.out).resolve()}")
-        for col in ("family", "method", "speedup", "MACs ratio", "PSNR dB", "FD", "accuracy", "error"):
-            t.add_column(col)
-        for r in rows:
-            t.add_row(r.family, r.method, f"{r.speedup:.2f}x", f"{r.macs_ratio:.3f}", f"{r.psnr_vs_baseline:.1f}",
-                      f"{r.fd:.2f}", f"{r.accuracy:.0%}", r.error)
-        Console().print(t)
+        print_table(f"tokencache demo ({steps} steps) -> {Path(args.out).resolve()}", *table(rows))
         print(f"wrote {Path(args.out) / 'report.md'}, report.json and grid_*.png")
     return 1 if any(r.error for r in rows) else 0

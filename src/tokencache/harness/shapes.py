@@ -7,9 +7,10 @@ quality (random weights make caching look free).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # Published UNet / transformer configs (shapes only).
 SD15_UNET = dict(
@@ -45,7 +46,7 @@ SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block
               block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
               up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512, scaling_factor=0.18215)
 
-#: name -> (kind, config, default resolution, prediction type)
+#: name -> (model family, config, default resolution, prediction type)
 MODELS: dict[str, tuple[str, dict, int, str]] = {
     "sd15": ("unet", SD15_UNET, 512, "epsilon"),
     "sd21": ("unet", SD21_UNET, 768, "v_prediction"),
@@ -58,33 +59,37 @@ MODELS: dict[str, tuple[str, dict, int, str]] = {
 }
 
 
-def build_model(name: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> tuple[torch.nn.Module, str]:
-    """A random-weight denoiser of a published shape. Returns ``(model, kind)``."""
+def build_model(name: str, dtype: torch.dtype | None = None, device: str = "cpu") -> tuple[torch.nn.Module, str]:
+    """A random-weight denoiser of a published shape (float32 unless ``dtype``). Returns ``(model, family)``."""
+    import torch
     from diffusers import DiTTransformer2DModel, LatteTransformer3DModel, PixArtTransformer2DModel, UNet2DConditionModel
 
     if name not in MODELS:
         raise ValueError(f"bench model={name!r} is unknown; allowed: {sorted(MODELS)} or a checkpoint directory")
-    kind, cfg, _, _ = MODELS[name]
+    family, cfg, _, _ = MODELS[name]
     cls = {"unet": UNet2DConditionModel, "dit": DiTTransformer2DModel, "pixart": PixArtTransformer2DModel,
-           "latte": LatteTransformer3DModel}[kind]
+           "latte": LatteTransformer3DModel}[family]
     torch.manual_seed(0)
-    return _to(cls(**cfg), device, dtype).eval(), kind
+    return _to(cls(**cfg), device, dtype).eval(), family
 
 
-def _to(model: torch.nn.Module, device: str, dtype: torch.dtype) -> torch.nn.Module:
+def _to(model: torch.nn.Module, device: str, dtype: torch.dtype | None) -> torch.nn.Module:
+    import torch
+
     # built in float32: only cast when asked (diffusers warns on a cast to the same dtype)
-    return model.to(device) if dtype == torch.float32 else model.to(device=device, dtype=dtype)
+    return model.to(device) if dtype in (None, torch.float32) else model.to(device=device, dtype=dtype)
 
 
-def build_vae(dtype: torch.dtype = torch.float32, device: str = "cpu") -> torch.nn.Module:
+def build_vae(dtype: torch.dtype | None = None, device: str = "cpu") -> torch.nn.Module:
     """A random-weight ``AutoencoderKL`` of the SD VAE's published shape, to time decoding the latents."""
+    import torch
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
     return _to(AutoencoderKL(**SD_VAE), device, dtype).eval()
 
 
-def denoiser_kind(model: torch.nn.Module) -> str:
+def model_family(model: torch.nn.Module) -> str:
     """``"dit"``, ``"pixart"``, ``"latte"`` or ``"unet"`` (anything else is driven like a UNet)."""
     from diffusers import DiTTransformer2DModel, LatteTransformer3DModel, PixArtTransformer2DModel
 
@@ -98,10 +103,11 @@ def denoiser_kind(model: torch.nn.Module) -> str:
 
 
 def make_loop(
-    model: torch.nn.Module, kind: str, resolution: int, batch: int, steps: int, guidance: float,
+    model: torch.nn.Module, family: str, resolution: int, batch: int, steps: int, guidance: float,
     scheduler: Any = None, seed: int = 0,
 ) -> Callable[[], torch.Tensor]:
-    """A closure running one seeded denoising loop and returning the final latents."""
+    """A closure running one seeded denoising loop (of a :func:`model_family` family) returning the final latents."""
+    import torch
     from diffusers import DDIMScheduler
 
     p = next(model.parameters())
@@ -113,11 +119,11 @@ def make_loop(
     cfgd = model.config
     lat = resolution // 8
     g = torch.Generator().manual_seed(seed)
-    shape = (batch, cfgd.in_channels, cfgd.video_length, lat, lat) if kind == "latte" else (
+    shape = (batch, cfgd.in_channels, cfgd.video_length, lat, lat) if family == "latte" else (
         batch, cfgd.in_channels, lat, lat)
     latents0 = torch.randn(shape, generator=g).to(dev, dtype)
     kwargs: dict[str, Any] = {}
-    if kind == "unet":
+    if family == "unet":
         ctx = torch.randn(rows, 77, cfgd.cross_attention_dim, generator=g).to(dev, dtype)
         kwargs["encoder_hidden_states"] = ctx
         if cfgd.addition_embed_type == "text_time":
@@ -128,13 +134,13 @@ def make_loop(
                     dev, dtype
                 ),
             }
-    elif kind == "dit":
+    elif family == "dit":
         labels = torch.arange(batch) % 1000
         kwargs["class_labels"] = torch.cat([torch.full_like(labels, 1000), labels]) if cfg else labels
         kwargs["class_labels"] = kwargs["class_labels"].to(dev)
     else:  # PixArt and Latte: T5-sized caption embeddings
         kwargs["encoder_hidden_states"] = torch.randn(rows, 120, cfgd.caption_channels, generator=g).to(dev, dtype)
-        if kind == "pixart":  # PixArt-alpha 1024 conditions on resolution and aspect ratio
+        if family == "pixart":  # PixArt-alpha 1024 conditions on resolution and aspect ratio
             extra = model.use_additional_conditions
             size = torch.tensor([[resolution, resolution]] * rows, dtype=dtype, device=dev)
             aspect = torch.ones(rows, 1, dtype=dtype, device=dev)
@@ -146,8 +152,8 @@ def make_loop(
         x = latents0.clone()
         for t in sched.timesteps:
             inp = torch.cat([x, x]) if cfg else x
-            tt = t.expand(inp.shape[0]).to(dev) if kind != "unet" else t
-            if kind == "unet":
+            tt = t.expand(inp.shape[0]).to(dev) if family != "unet" else t
+            if family == "unet":
                 out = model(inp, tt, **kwargs).sample
             else:
                 out = model(inp, timestep=tt, **kwargs).sample
