@@ -141,7 +141,10 @@ class StepHook(ModelHook):
     def _begin(self, args: tuple, kwargs: dict) -> None:
         if self.watch is not None:
             self.watch.check()
-        self.contexts.current.begin_step(input_key(args, kwargs))
+        st = self.contexts.current
+        st.begin_step(input_key(args, kwargs))
+        if st.book_wants(""):  # the denoiser's own inputs, for the MACs of a full call
+            st.book_note("", args, kwargs)
 
     @outside_graph
     def _end(self, module: torch.nn.Module) -> None:

@@ -240,8 +240,6 @@ class DenoiserHook(CallScopedHook):
         if self.adapter.active_stacks is not None:
             stacks = self.adapter.active_stacks(stacks, kwargs)
         facts["last_block"] = self.lasts[stacks[-1]] if stacks else None
-        if st.book_wants(""):
-            st.book_note("", args, kwargs)
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         self._note(module, args, kwargs)

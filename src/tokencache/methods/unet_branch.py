@@ -130,8 +130,6 @@ class OutputReuseHook(CallScopedHook):
 
             sample, as_tuple = slot.predict(float(st.step)), slot.as_tuple
             return (sample.clone(),) if as_tuple else UNet2DConditionOutput(sample=sample.clone())
-        if st.book_wants(""):
-            st.book_note("", args, kwargs)
         return None
 
     @outside_graph
