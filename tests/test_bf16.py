@@ -12,26 +12,17 @@ import pytest
 import torch
 
 import tokencache as tc
+from test_dit import tiny_dit, tiny_pixart
 
 BF16 = torch.bfloat16
 
 
 def _tiny_dit():
-    from diffusers import DiTTransformer2DModel
-
-    torch.manual_seed(0)
-    return DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                                 num_layers=3, sample_size=8, patch_size=2, num_embeds_ada_norm=1000,
-                                 norm_num_groups=8).eval()
+    return tiny_dit(layers=3)
 
 
 def _tiny_pixart():
-    from diffusers import PixArtTransformer2DModel
-
-    torch.manual_seed(0)
-    return PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                                    num_layers=2, sample_size=8, patch_size=2, cross_attention_dim=16,
-                                    caption_channels=24, norm_num_groups=8, use_additional_conditions=False).eval()
+    return tiny_pixart(layers=2)
 
 
 @pytest.fixture(scope="module")
