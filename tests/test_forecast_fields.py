@@ -1,0 +1,58 @@
+"""The forecast fields every caching config shares: validation, YAML, memory, per-call and per-context state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tokencache as tc
+from test_contract import TINY, _run
+
+CACHING = [tc.DaToConfig, tc.DeepCacheConfig, tc.ToCaConfig, tc.DuCaConfig, tc.FORAConfig]
+
+
+@pytest.mark.parametrize("cls", CACHING, ids=lambda c: c.method)
+def test_fields_round_trip_and_bad_values_name_the_field(cls, tmp_path):
+    cfg = cls.preset("balanced", forecast="taylor", forecast_order=2, cache_dtype="bfloat16")
+    assert tc.load_config(cfg.save(tmp_path / "c.yaml")) == cfg
+    assert cls.preset("balanced").forecast == "none"
+    bad = ((dict(forecast="cubic"), "forecast"), (dict(forecast="taylor", forecast_order=4), "forecast_order"),
+           (dict(forecast_order=-1), "forecast_order"), (dict(cache_dtype="int8"), "cache_dtype"))
+    for kw, field in bad:
+        with pytest.raises(ValueError, match=rf"{cls.__name__}\.{field}.*(allowed|must be)"):
+            cls(**kw)
+
+
+def _dit():
+    make, inputs = TINY["DiTTransformer2DModel"]
+    return make(), inputs
+
+
+def test_forecast_memory_is_counted_and_freed_after_the_call():
+    net, inputs = _dit()
+    sizes = {}
+    for name, kw in (("reuse", {}), ("taylor2", dict(forecast="taylor", forecast_order=2)),
+                     ("bf16", dict(cache_dtype="bfloat16"))):
+        tc.apply(net, tc.FORAConfig(interval=3, **kw), num_inference_steps=12, cfg=False)
+        out = _run(net, inputs, 2, steps=12)
+        sizes[name] = tc.summary(net).cache_bytes
+        assert net._tokencache.contexts.cache_bytes() == 0  # freed after the last step
+        assert all(not o.isnan().any() for o in out)
+        tc.remove(net)
+    assert sizes["taylor2"] == 3 * sizes["reuse"] > 0  # order + 1 tensors per slot (4 full steps of 12)
+    assert sizes["bf16"] * 2 == sizes["reuse"]
+
+
+def test_forecast_state_is_per_call_and_per_context():
+    net, inputs = _dit()
+    cfg = tc.FORAConfig(interval=3, forecast="taylor", forecast_order=1)
+    tc.apply(net, cfg, num_inference_steps=6, cfg=False)
+    first = _run(net, inputs, 1, contexts=["cond"])
+    again = _run(net, inputs, 1, contexts=["cond"])  # a new call: nothing carried over
+    both = _run(net, inputs, 1, contexts=["cond", "uncond"])
+    tc.remove(net)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    for i in range(6):
+        torch.testing.assert_close(both[2 * i], first[i], atol=1e-6, rtol=0)
+    base = _run(net, inputs, 1, contexts=["cond"])
+    assert not torch.equal(first[4], base[4])  # skipped steps were forecast, not computed
