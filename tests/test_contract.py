@@ -15,6 +15,7 @@ import torch
 
 import tokencache as tc
 from conftest import tiny_unet
+from mmdit_tiny import flux_inputs, qwen_inputs, sd3_inputs, tiny_flux, tiny_qwen, tiny_sd3, tiny_wan, wan_inputs
 from test_dit import tiny_dit, tiny_pixart
 from tokencache.core.schedule import StepAction, count_kinds
 from tokencache.methods import methods_for
@@ -55,6 +56,10 @@ TINY = {
     "DiTTransformer2DModel": (lambda: tiny_dit(layers=2), _dit_inputs),
     "PixArtTransformer2DModel": (tiny_pixart, _pixart_inputs),
     "LatteTransformer3DModel": (_latte, _latte_inputs),
+    "FluxTransformer2DModel": (tiny_flux, flux_inputs),
+    "SD3Transformer2DModel": (tiny_sd3, sd3_inputs),
+    "WanTransformer3DModel": (tiny_wan, wan_inputs),
+    "QwenImageTransformer2DModel": (tiny_qwen, qwen_inputs),
 }
 STEPS = 6
 PAIRS = [

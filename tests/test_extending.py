@@ -88,7 +88,7 @@ def tiny_family():
     adapter = register_adapter(ModelAdapter(
         name="test-tiny-net", classes=("TinyNet",), structure="transformer", block_io=BlockIO("hidden_states"),
         roles={"attn1": "attn1", "ff": "ff"}, block_classes=("BasicTransformerBlock",),
-        stacks=lambda m: [("blocks", m.blocks)], token_grid=lambda m, x: (m.config.side, m.config.side),
+        stacks=lambda m: [("blocks", m.blocks)], token_grid=lambda m, x, kw: (m.config.side, m.config.side),
     ))
     yield adapter
     ADAPTERS.remove(adapter)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .core.accounting import MacBook, Summary, build_summary
+from .core.accounting import PREFIX_SEP, MacBook, Summary, build_summary
 from .core.calls import SchedulerWatch, StepHook
 from .core.config import BaseConfig
 from .core.hooks import Handle, invalidate_registry_caches
@@ -98,23 +98,62 @@ def apply(
     contexts.book = MacBook(denoiser)
     handle = Handle(config=config, denoiser=denoiser, adapter=adapter, contexts=contexts, book=contexts.book, pipe=pipe)
     watch = SchedulerWatch(pipe, contexts) if pipe is not None else None
+    handles = [handle]
+    second = _second_expert(pipe, denoiser)
+    if second is not None:
+        handles.append(
+            Handle(config=config, denoiser=second, adapter=adapter, contexts=contexts, book=contexts.book, pipe=pipe,
+                   prefix=SECOND_EXPERT + PREFIX_SEP)
+        )
     try:
-        config.install(handle, adapter)
-        handle.register(denoiser, StepHook(contexts, watch), "step")
+        for h in handles:
+            config.install(h, adapter)
+            h.register(h.denoiser, StepHook(contexts, watch if h is handle else None, adapter.uncached_call), "step")
     except Exception:
-        handle.remove_hooks()
+        for h in handles:
+            h.remove_hooks()
         raise
-    invalidate_registry_caches(denoiser)
-    # At the start of every call: hooks on leaf layers follow LoRA layers loaded or unloaded since, and
-    # the MAC book notes the adapter layout the call runs with.
-    if any(b.path is not None for b in handle.bindings):
-        contexts.on_new_call.append(handle.follow_modules)
+    handle.linked = handles[1:]
+    for h in handles:
+        invalidate_registry_caches(h.denoiser)
+        # At the start of every call: hooks on leaf layers follow LoRA layers loaded or unloaded since.
+        if any(b.path is not None for b in h.bindings):
+            contexts.on_new_call.append(h.follow_modules)
+    # ... and the MAC book notes the adapter layout the call runs with.
     contexts.on_new_call.append(handle.book.new_call)
     if watch is not None and getattr(pipe, "scheduler", None) is not None:
         watch.attach(pipe.scheduler)
     handle.scheduler = watch
-    setattr(denoiser, _ATTR, handle)
+    for h in handles:
+        setattr(h.denoiser, _ATTR, handle)
     return target
+
+
+#: the pipeline attribute of Wan 2.2's low-noise expert.
+SECOND_EXPERT = "transformer_2"
+
+
+def _second_expert(pipe: Any, denoiser: torch.nn.Module) -> torch.nn.Module | None:
+    """Wan 2.2's ``transformer_2`` (switched in at a boundary step), accelerated with the first expert.
+
+    Both experts share one set of context states, so steps are counted across the switch, and keep
+    their caches apart (hook state is prefixed). Their MACs are counted on one twin, so they must have
+    the same class and config.
+    """
+    other = getattr(pipe, SECOND_EXPERT, None) if pipe is not None else None
+    if not isinstance(other, torch.nn.Module):
+        return None
+    other = _unwrap(other)
+    if other is denoiser:
+        return None
+    if type(other) is not type(denoiser) or dict(other.config) != dict(denoiser.config):
+        raise ValueError(
+            f"pipe.{SECOND_EXPERT} is a {type(other).__name__} whose config differs from pipe.transformer's; "
+            "tokencache accelerates two experts only when they have the same class and config"
+        )
+    if getattr(other, _ATTR, None) is not None:
+        raise ValueError(f"tokencache is already applied to pipe.{SECOND_EXPERT}; call tc.remove() first")
+    return other
 
 
 def _handle(target: Any) -> Handle | None:
@@ -130,11 +169,13 @@ def remove(target: Any) -> Any:
     handle = _handle(target)
     if handle is None:
         return target
-    handle.remove_hooks()
+    for h in (handle, *handle.linked):
+        h.remove_hooks()
+        if getattr(h.denoiser, _ATTR, None) is handle:
+            delattr(h.denoiser, _ATTR)
     if handle.scheduler is not None:
         handle.scheduler.detach()
     handle.contexts.clear()
-    delattr(handle.denoiser, _ATTR)
     return target
 
 

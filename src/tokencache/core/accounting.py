@@ -23,6 +23,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from .schedule import count_kinds
 from .state import CallState, StepRecord
 
+#: ends the prefix of hook names of a second denoiser sharing one MAC book (``"transformer_2:"``).
+PREFIX_SEP = ":"
+
 
 def _to_meta(x: Any) -> Any:
     return torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x
@@ -131,7 +134,8 @@ class MacBook:
                 raise KeyError(f"no recorded inputs for module {name!r} ({variant}); was the step run?")
             args, kwargs = self.inputs[(key, name, variant)]
             twin = self.twin()
-            module = twin.get_submodule(name) if name else twin
+            path = name.rpartition(PREFIX_SEP)[2]  # a second expert's modules: same config, same twin
+            module = twin.get_submodule(path) if path else twin
             self._macs[k] = count_macs(module, args, kwargs)
         return self._macs[k]
 

@@ -14,6 +14,8 @@ Two public signals, in order of preference:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -57,6 +59,8 @@ class SchedulerWatch:
         orig_set, orig_begin = scheduler.set_timesteps, getattr(scheduler, "set_begin_index", None)
         contexts = self.contexts
 
+        # functools.wraps keeps the signature: pipelines inspect it for ``sigmas`` / ``timesteps`` support
+        @functools.wraps(orig_set)
         def set_timesteps(*args: Any, **kwargs: Any) -> Any:
             out = orig_set(*args, **kwargs)
             contexts.expect_call(_num_calls(scheduler), self._cfg())
@@ -65,6 +69,7 @@ class SchedulerWatch:
         scheduler.set_timesteps = set_timesteps
         if orig_begin is not None:
 
+            @functools.wraps(orig_begin)
             def set_begin_index(*args: Any, **kwargs: Any) -> Any:
                 out = orig_begin(*args, **kwargs)
                 if all(st.step < 0 for st in contexts.states.values()):
@@ -131,10 +136,16 @@ class StepHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, contexts: ContextStates, watch: SchedulerWatch | None) -> None:
+    def __init__(
+        self,
+        contexts: ContextStates,
+        watch: SchedulerWatch | None,
+        uncached_call: Callable[[dict], bool] | None = None,
+    ) -> None:
         super().__init__()
         self.contexts = contexts
         self.watch = watch
+        self.uncached_call = uncached_call
         self.cache_state = ContextProbe(contexts)
 
     @outside_graph
@@ -155,6 +166,10 @@ class StepHook(ModelHook):
         self.contexts.reset()
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if self.uncached_call is not None and self.uncached_call(kwargs):
+            # an extra call the plan does not count (SD3 skip-layer guidance): run it with every hook off
+            with self.contexts.uncached():
+                return self.fn_ref.original_forward(*args, **kwargs)
         self._begin(args, kwargs)
         try:
             out = self.fn_ref.original_forward(*args, **kwargs)

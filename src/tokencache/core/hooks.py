@@ -81,6 +81,11 @@ class Handle:
     #: token-level module name -> role ("attn1", "attn2", "ff"), for the summary's token fractions.
     token_modules: dict[str, str] = field(default_factory=dict)
     scheduler: Any = None
+    #: prepended to the names hook state is kept under (``"transformer_2:"`` for Wan 2.2's second
+    #: expert, which shares the first one's context states but never its caches).
+    prefix: str = ""
+    #: handles of further denoisers of the same pipeline accelerated together (Wan 2.2's second expert).
+    linked: list[Handle] = field(default_factory=list)
 
     @property
     def state(self) -> CallState:
@@ -189,6 +194,7 @@ class OutputSlot:
         self.obj: Any = None
         self.spec: Any = None
         self.approx: list[Any] = []
+        self.leaves: list[Any] = []
 
     @property
     def ready(self) -> bool:
@@ -197,19 +203,24 @@ class OutputSlot:
     def update(self, x: float, out: Any) -> None:
         leaves, spec = tree_flatten(out)
         if self.spec != spec or len(self.approx) != len(leaves):
-            self.approx = [self.make() for _ in leaves]
+            # non-tensor leaves (SD3's last block returns ``(None, hidden_states)``) are kept as they are
+            self.approx = [self.make() if isinstance(leaf, torch.Tensor) else None for leaf in leaves]
             self.spec = spec
+        self.leaves = leaves
         for a, leaf in zip(self.approx, leaves):
-            a.update(x, leaf)
+            if a is not None:
+                a.update(x, leaf)
         self.obj = out
 
     def predict(self, x: float) -> Any:
-        if all(a.name == "reuse" for a in self.approx):
+        if all(a is None or a.name == "reuse" for a in self.approx):
             return self.obj
-        return tree_unflatten([a.predict(x) for a in self.approx], self.spec)
+        return tree_unflatten(
+            [leaf if a is None else a.predict(x) for a, leaf in zip(self.approx, self.leaves)], self.spec
+        )
 
     def clear(self) -> None:
-        self.obj, self.spec, self.approx = None, None, []
+        self.obj, self.spec, self.approx, self.leaves = None, None, [], []
 
     def nbytes(self) -> int:
-        return sum(a.nbytes() for a in self.approx)
+        return sum(a.nbytes() for a in self.approx if a is not None)

@@ -18,8 +18,9 @@ Nothing in this module runs inside a compiled graph: the hooks call it through f
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,9 @@ from .schedule import StepAction
 
 #: The context of denoiser calls made outside any ``cache_context`` (batched-CFG pipelines, bare models).
 DEFAULT_CONTEXT = "default"
+#: The context of calls that run uncached and uncounted (see :meth:`ContextStates.uncached`); its state
+#: never starts a call, so it is never active.
+UNCACHED_CONTEXT = "tokencache.uncached"
 
 
 @dataclass
@@ -250,6 +254,16 @@ class ContextStates:
             if st.step >= 0 and self.pending is None and not num_steps:
                 self.serial += 1
             st.expect_call(num_steps or self.pending, self._cfg_of(self.name))
+
+    @contextlib.contextmanager
+    def uncached(self) -> Iterator[None]:
+        """Run a denoiser call in a context that never starts a generation: every hook is off, nothing counted."""
+        name = self.name
+        self.name = UNCACHED_CONTEXT
+        try:
+            yield
+        finally:
+            self.name = name
 
     def reset(self) -> None:
         """Abandon the call under way in every context (caches and counters dropped)."""

@@ -1,8 +1,8 @@
 """Token-wise module caching for transformers: the hooks ToCa, DuCa and FORA-like share.
 
-Hooks sit on each block's token-level modules (roles ``attn1`` / ``attn2`` / ``ff``, found through the
-model adapter) and cache their *pre-gate* per-token output, so the block's own gates and adaLN
-modulation always use the current timestep (as the authors' code does):
+Hooks sit on each block's token-level modules (roles ``attn1`` / ``attn2`` / ``ff`` / ``ff_context``,
+found through the model adapter) and cache their *pre-gate* per-token output, so the block's own gates
+and adaLN modulation always use the current timestep (as the authors' code does):
 
 * **full** steps compute everything, feed every module's approximator, record token scores and reset
   the staleness counters;
@@ -10,14 +10,18 @@ modulation always use the current timestep (as the authors' code does):
   (unless partial-query ``attn1`` is enabled); ``attn2`` and ``ff`` gather the ``k`` best-scoring rows of
   their *current* input, compute only those (cross-attention: those queries against the full text keys
   and values) and return the approximator's output with those rows replaced (``reuse``: the cache with
-  the fresh rows scattered in). ``k`` is fixed per (block, step);
-* **aggressive** (DuCa) steps: a hook on every block passes its input through, except the block that
-  ends the backbone, whose output comes from its approximator; the model's embeddings and final
-  norm/projection still run with the current timestep.
+  the fresh rows scattered in). ``k`` is fixed per (block, step). In MMDiT blocks (FLUX, SD3,
+  Qwen-Image) the image and text streams have their own modules: ``ff`` picks image tokens and
+  ``ff_context`` picks text tokens, each its own top-k (as the authors' FLUX code does); joint attention
+  (image and text outputs together) is produced whole by its approximator;
+* **aggressive** (DuCa) steps: a hook on every block passes its input through (both streams of a joint
+  block), except the block that ends the backbone, whose output comes from its approximator; the
+  model's embeddings and final norm/projection still run with the current timestep.
 
 Token scores come from projections the model computes anyway (``to_v`` for V-norm, ``to_q``/``to_k``
-for the attention and cross-attention-entropy scores) through hooks on those ``Linear`` layers, so the
-attention processor (fused SDPA, or any custom processor) is left alone. The token math is in
+for the attention and cross-attention-entropy scores; ``add_v_proj`` for the V-norm of text tokens in
+joint attention) through hooks on those ``Linear`` layers, so the attention processor (fused SDPA, or any
+custom processor) is left alone. The token math is in
 :mod:`tokencache.core.tokens`. All state is per cache context; decisions run outside compiled graphs.
 """
 
@@ -64,10 +68,10 @@ class TokenCacheSpec:
         seed: seed of tokencache's own generator.
     """
 
-    partial_modules: tuple[str, ...] = ("attn2", "ff")
+    partial_modules: tuple[str, ...] = ("attn2", "ff", "ff_context")
     score: str = "vnorm"
     layer_weight: float = 0.0
-    module_weights: tuple[tuple[str, float], ...] = (("attn1", 1.0), ("attn2", 1.0), ("ff", 1.0))
+    module_weights: tuple[tuple[str, float], ...] = (("attn1", 1.0), ("attn2", 1.0), ("ff", 1.0), ("ff_context", 1.0))
     staleness_weight: float = 0.25
     staleness_norm: int = 3
     spatial_grid: int = 2
@@ -122,8 +126,10 @@ class TokenCacheFields(TransformerMethodConfig):
     fresh_ratio: float = 0.1
     step_weight: float = 0.0
     layer_weight: float = 0.0
-    module_weights: dict[str, float] = field(default_factory=lambda: {"attn1": 1.0, "attn2": 0.6, "ff": 1.6})
-    partial_modules: list[str] = field(default_factory=lambda: ["attn2", "ff"])
+    module_weights: dict[str, float] = field(
+        default_factory=lambda: {"attn1": 1.0, "attn2": 0.6, "ff": 1.6, "ff_context": 1.6}
+    )
+    partial_modules: list[str] = field(default_factory=lambda: ["attn2", "ff", "ff_context"])
     score: str = "vnorm"
     staleness_weight: float = 0.25
     spatial_grid: int = 2
@@ -235,7 +241,7 @@ class DenoiserHook(CallScopedHook):
         facts = st.facts
         if st.step == 0 or facts.get("grid") is None:
             facts["cfg"] = infer_cfg(st.cfg, x)
-            facts["grid"] = self.adapter.token_grid(module, x)
+            facts["grid"] = self.adapter.token_grid(module, x, kwargs)
         stacks = tuple(self.lasts)
         if self.adapter.active_stacks is not None:
             stacks = self.adapter.active_stacks(stacks, kwargs)
@@ -276,27 +282,28 @@ class BlockHook(CallScopedHook):
             if slot is not None and slot.ready and slot.shape == x.shape:
                 st.record.skipped.append(name)
                 return "cached", slot.predict(float(st.step))
+            # no usable output yet (e.g. Wan 2.2's second expert): run the whole backbone this step
         if st.book_wants(name):
             st.book_note(name, args, kwargs)
         return ("run_last" if last else "run"), None
 
     @outside_graph
-    def _keep(self, out: torch.Tensor) -> None:
+    def _keep(self, x: torch.Tensor, out: Any) -> None:
         st = self.st
         slot = st.get(self._key, lambda: OutputSlot(self.config.approximator))
         slot.update(float(st.step), out)
-        slot.shape = out.shape
+        slot.shape = x.shape
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         x = self.adapter.hidden_of(args, kwargs)
         mode, cached = self._decide(x, args, kwargs)
         if mode == "pass":
-            return x
+            return self.adapter.block_io.pass_through(x, self.adapter.block_io.context_of(args, kwargs))
         if mode == "cached":
             return cached
         out = self.fn_ref.original_forward(*args, **kwargs)
         if mode == "run_last":
-            self._keep(out)
+            self._keep(x, out)
         return out
 
 
@@ -322,6 +329,8 @@ class CaptureHook(CallScopedHook):
             data = st.data(self.block.name)
             if self.key == "v":
                 data["score"] = T.vnorm_score(out.detach(), self.heads)
+            elif self.key == "v_ctx":  # text tokens of joint attention
+                data["score.ctx"] = T.vnorm_score(out.detach(), self.heads)
             else:
                 data[self.key] = out.detach()
 
@@ -338,7 +347,8 @@ class TokenModuleHook(CallScopedHook):
         contexts: the per-context states.
         adapter: the model adapter (module I/O).
         block: where the block sits.
-        role: ``"attn1"``, ``"attn2"`` or ``"ff"``.
+        role: ``"attn1"``, ``"attn2"``, ``"ff"``, ``"ff_context"`` or an adapter's extra role
+            (``"attn_dual"``: cached like ``attn1``; ``"ff_out"``: follows ``ff``'s choice).
         name: module name inside the denoiser.
         spec: the method's resolved settings.
         config: the method config (its approximator fills the module's slot).
@@ -362,6 +372,8 @@ class TokenModuleHook(CallScopedHook):
         self.spec, self.config, self.heads, self.scale = spec, config, heads, scale
         self.factor = block.layer_factor(spec.layer_weight) * spec.module_weight(role)
         self.partial = role in spec.partial_modules
+        #: the role whose token choice this module copies (same block, same step), if any.
+        self.leader = adapter.linked_roles.get(role)
         self._slot = "slot." + name
 
     # ---- helpers (all run outside compiled graphs) ----------------------------------------------
@@ -404,7 +416,12 @@ class TokenModuleHook(CallScopedHook):
         if score == "random":
             gen = st.get("token.noise", lambda: SeededNoise(self.spec.seed)).get(device)
             return torch.rand(b, n, generator=gen, device=device)
-        s = T.entropy_score(data["entropy"]) if score == "cross_entropy" and "entropy" in data else data.get("score")
+        if self.kind == "ff_context":  # text tokens: the V-norm of their joint-attention values
+            s = data.get("score.ctx")
+        elif score == "cross_entropy" and "entropy" in data:
+            s = T.entropy_score(data["entropy"])
+        else:
+            s = data.get("score")
         if s is None or tuple(s.shape) != (b, n):
             return torch.zeros(b, n, device=device)
         return s
@@ -434,6 +451,23 @@ class TokenModuleHook(CallScopedHook):
         return idx
 
     # ---- decisions and bookkeeping --------------------------------------------------------------
+    def _shape_key(self, x: torch.Tensor, kwargs: dict) -> tuple:
+        ctx = kwargs.get("encoder_hidden_states")
+        return tuple(x.shape[:2]) if not isinstance(ctx, torch.Tensor) else (*x.shape[:2], *ctx.shape[:2])
+
+    def _choose(self, st: CallState, x: torch.Tensor, data: dict) -> tuple[int, torch.Tensor | None]:
+        """``(k, idx)``: this module's fresh-token count and choice (``idx`` None when ``k`` is 0 or ``n``)."""
+        n = x.shape[1]
+        if self.leader is not None:  # copy the leader's choice of this step, if it made one on these tokens
+            choice = data.get("choice." + self.leader)
+            if choice is None or choice[0] != st.step or choice[1] != n:
+                return 0, None
+            return choice[2], choice[3]
+        k = self.fresh_tokens(st.action.ratio, n)
+        idx = self.select(st, x, k) if 0 < k < n else None
+        data["choice." + self.kind] = (st.step, n, k, idx)
+        return k, idx
+
     @outside_graph
     def _decide(self, x: torch.Tensor, args: tuple, kwargs: dict) -> tuple[str, Any]:
         """``("off" | "full", None)``, ``("skip", output)`` or ``("partial", idx)`` for this call."""
@@ -441,19 +475,20 @@ class TokenModuleHook(CallScopedHook):
         if not st.active:
             return "off", None
         slot = st.objects.get(self._slot)
-        shape = st.data(self.block.name).get("shape." + self.kind)
-        if st.action.kind == "full" or slot is None or not slot.ready or shape != tuple(x.shape[:2]):
+        data = st.data(self.block.name)
+        shape = data.get("shape." + self.kind)
+        if st.action.kind == "full" or slot is None or not slot.ready or shape != self._shape_key(x, kwargs):
+            data.pop("choice." + self.kind, None)
             self._note_full(st, args, kwargs)
             return "full", None
         n = x.shape[1]
-        k = self.fresh_tokens(st.action.ratio, n)
+        k, idx = self._choose(st, x, data)
         if k >= n:
             self._note_full(st, args, kwargs)
             return "full", None
         if k == 0:
             st.record.skipped.append(self.name)
             return "skip", slot.predict(float(st.step))
-        idx = self.select(st, x, k)
         st.record.partial[self.name] = (k, n)
         if st.book_wants(self.name, k):
             meta = torch.empty((x.shape[0], k, *x.shape[2:]), dtype=x.dtype, device="meta")
@@ -471,10 +506,15 @@ class TokenModuleHook(CallScopedHook):
     @outside_graph
     def _keep_full(self, x: torch.Tensor, out: Any, kwargs: dict) -> None:
         st = self.st
-        if isinstance(out, torch.Tensor) and out.shape[:2] == x.shape[:2]:
-            st.get(self._slot, self.config.approximator).update(float(st.step), out)
+        per_token = isinstance(out, torch.Tensor) and out.shape[:2] == x.shape[:2]
+        joint = isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out)
+        if per_token or joint:  # joint attention: (image, text) outputs, produced whole on partial steps
+            if per_token:
+                st.get(self._slot, self.config.approximator).update(float(st.step), out)
+            else:
+                st.get(self._slot, lambda: OutputSlot(self.config.approximator)).update(float(st.step), out)
             data = st.data(self.block.name)
-            data["shape." + self.kind] = tuple(x.shape[:2])
+            data["shape." + self.kind] = self._shape_key(x, kwargs)
             data.pop("stale." + self.kind, None)  # every token is fresh
         if self.kind == "attn1" and self.block.score == "attention":
             self._attention_score(st)
@@ -512,48 +552,81 @@ class TokenModuleHook(CallScopedHook):
 # Installation
 # ================================================================================================
 
-#: score -> the projections it is computed from: (attention role, projection, on full steps only).
+#: score -> the projections it is computed from: (attention role, projection, key, on full steps only).
+#: Projections a module lacks are skipped (``add_v_proj`` exists only in joint attention).
 _CAPTURES = {
-    "vnorm": (("attn1", "v", True),),
-    "attention": (("attn1", "q", True), ("attn1", "k", True)),
-    "cross_entropy": (("attn2", "q", False), ("attn2", "k", False)),
+    "vnorm": (("attn1", "to_v", "v", True), ("attn1", "add_v_proj", "v_ctx", True)),
+    "attention": (("attn1", "to_q", "q", True), ("attn1", "to_k", "k", True)),
+    "cross_entropy": (("attn2", "to_q", "q", False), ("attn2", "to_k", "k", False)),
 }
 
 
+def _scale(mod: torch.nn.Module, heads: int) -> float:
+    """The attention's softmax scale (``1 / sqrt(head_dim)`` where the module does not store it)."""
+    scale = getattr(mod, "scale", None)
+    if isinstance(scale, (int, float)):
+        return float(scale)
+    to_q = getattr(mod, "to_q", None)
+    dim = getattr(to_q, "out_features", None)
+    return float((dim // max(heads, 1)) ** -0.5) if dim else 1.0
+
+
+def _check_partial(
+    cfg: TransformerMethodConfig, spec: TokenCacheSpec, model: torch.nn.Module, adapter: ModelAdapter, present: set
+) -> None:
+    """Refuse ``partial_modules`` naming a role the model has but cannot compute on a token subset."""
+    allowed = [r for r in DIT_MODULES if r in present and r in adapter.partial_roles]
+    for role in spec.partial_modules:
+        if role in present and role not in adapter.partial_roles:
+            raise ValueError(
+                f"{type(cfg).__name__}.partial_modules={list(spec.partial_modules)!r} is invalid for "
+                f"{type(model).__name__}: its {role!r} modules cannot run on a subset of tokens (per-token "
+                f"rotary embeddings or joint attention); allowed here: {allowed}"
+            )
+
+
 def install_token_cache(handle: Handle, adapter: ModelAdapter, cfg: TransformerMethodConfig) -> None:
-    """Register the ToCa / DuCa / FORA hooks on a transformer the adapter describes."""
-    model, contexts = handle.denoiser, handle.contexts
+    """Register the ToCa / DuCa / FORA hooks on a transformer the adapter describes.
+
+    Hook state is keyed by ``handle.prefix`` + the module path, so two denoisers sharing one set of
+    context states (Wan 2.2's experts) keep separate caches.
+    """
+    model, contexts, prefix = handle.denoiser, handle.contexts, handle.prefix
     spec = cfg.spec()
     stacks = adapter.block_stacks(model)
-    has_cross = any(getattr(b, adapter.roles.get("attn2", ""), None) is not None for _, bl in stacks for b in bl)
-    if spec.score == "cross_entropy" and not has_cross:
+    present = {role for _, bl in stacks for b in bl for role, _, _ in adapter.block_modules(b)}
+    if spec.score == "cross_entropy" and "attn2" not in present:
         raise ValueError(
             f"{type(cfg).__name__}.score='cross_entropy' is invalid for {type(model).__name__}: its blocks have no "
             "cross-attention; allowed: 'vnorm', 'attention', 'random'"
         )
+    _check_partial(cfg, spec, model, adapter, present)
     scoring = bool(spec.partial_modules)
     for attr, blocks in stacks:
         for layer, blk in enumerate(blocks):
             name = f"{attr}.{layer}"
-            modules = dict(adapter.block_modules(blk))
+            modules = {role: (a, mod) for role, a, mod in adapter.block_modules(blk)}
             score = spec.score
             if score == "cross_entropy" and "attn2" not in modules:
                 score = "vnorm"
-            info = BlockInfo(name, layer, len(blocks), score)
+            info = BlockInfo(prefix + name, layer, len(blocks), score)
             handle.register(blk, BlockHook(contexts, adapter, info, cfg), "dit_block")
-            for role, mod in modules.items():
-                heads, scale = getattr(mod, "heads", 1), float(getattr(mod, "scale", 1.0))
-                path = f"{name}.{adapter.roles[role]}"
-                hook = TokenModuleHook(contexts, adapter, info, role, path, spec, cfg, heads, scale)
-                handle.register(mod, hook, "dit_module")
+            for role, (a, mod) in modules.items():
+                heads = int(getattr(mod, "heads", 1) or 1)
+                path = f"{prefix}{name}.{a}"
+                hook = TokenModuleHook(contexts, adapter, info, role, path, spec, cfg, heads, _scale(mod, heads))
+                # a Linear (FLUX single blocks' proj_mlp / proj_out) is what LoRA wraps and unwraps: follow its path
+                linear = isinstance(mod, torch.nn.Linear) or hasattr(mod, "base_layer")
+                handle.register(mod, hook, "dit_module", follow=f"{name}.{a}" if linear else None)
                 handle.token_modules[path] = role
             if not scoring:
                 continue
             # The projections are leaf layers that LoRA loaded after apply wraps: the hooks follow their paths.
-            for role, key, full_only in _CAPTURES.get(score, ()):
-                mod = modules[role]
-                path = f"{name}.{adapter.roles[role]}.to_{key}"
-                hook = CaptureHook(contexts, info, key, mod.heads, full_only)
-                handle.register(getattr(mod, "to_" + key), hook, "dit_capture", follow=path)
-    lasts = {attr: f"{attr}.{len(blocks) - 1}" for attr, blocks in stacks}
+            for role, proj, key, full_only in _CAPTURES.get(score, ()):
+                if role not in modules or getattr(modules[role][1], proj, None) is None:
+                    continue
+                a, mod = modules[role]
+                hook = CaptureHook(contexts, info, key, int(getattr(mod, "heads", 1) or 1), full_only)
+                handle.register(getattr(mod, proj), hook, "dit_capture", follow=f"{name}.{a}.{proj}")
+    lasts = {attr: f"{prefix}{attr}.{len(blocks) - 1}" for attr, blocks in stacks}
     handle.register(model, DenoiserHook(contexts, adapter, lasts), "dit")

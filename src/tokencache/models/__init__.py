@@ -20,9 +20,14 @@ from typing import Any
 
 import torch
 
-#: Token-level module roles of transformer blocks, as configs name them: self-attention, cross-attention
-#: (text conditioning), feed-forward.
-TOKEN_ROLES: tuple[str, ...] = ("attn1", "attn2", "ff")
+#: Token-level module roles of transformer blocks, as configs name them: self-attention (joint
+#: image-text attention in MMDiT blocks), cross-attention (text conditioning), feed-forward of the image
+#: stream, feed-forward of the text stream (MMDiT blocks).
+TOKEN_ROLES: tuple[str, ...] = ("attn1", "attn2", "ff", "ff_context")
+#: Roles adapters may declare besides :data:`TOKEN_ROLES`, which configs do not name: a second
+#: self-attention (SD3.5's dual attention; cached like ``attn1``) and a projection that follows the
+#: ``ff`` role's token choice (FLUX single blocks' ``proj_out``).
+EXTRA_ROLES: tuple[str, ...] = ("attn_dual", "ff_out")
 
 
 @dataclass(frozen=True)
@@ -33,11 +38,38 @@ class BlockIO:
         hidden_arg: keyword of the image-token input (``hidden_states``), also accepted as positional 0.
         context_arg: keyword of the text-token input of joint blocks (``encoder_hidden_states``), or None.
         output_index: index of the image-token output in a tuple output; None for a single tensor.
+        context_index: index of the text-token output in a tuple output (joint blocks), or None.
     """
 
     hidden_arg: str = "hidden_states"
     context_arg: str | None = None
     output_index: int | None = None
+    context_index: int | None = None
+
+    def context_of(self, args: tuple, kwargs: dict) -> torch.Tensor | None:
+        """The text-token input of a joint block call (keyword, or positional 1), or None."""
+        if self.context_arg is None:
+            return None
+        if self.context_arg in kwargs:
+            return kwargs[self.context_arg]
+        return args[1] if len(args) > 1 else None
+
+    def pass_through(self, hidden: torch.Tensor, context: torch.Tensor | None) -> Any:
+        """What a block returns when it is skipped whole: its inputs, in its output layout."""
+        if self.output_index is None:
+            return hidden
+        out: list[Any] = [None] * (max(self.output_index, self.context_index or 0) + 1)
+        out[self.output_index] = hidden
+        if self.context_index is not None:
+            out[self.context_index] = context
+        return tuple(out)
+
+
+#: The I/O of MMDiT blocks (FLUX, SD3, Qwen-Image): ``hidden_states`` and ``encoder_hidden_states`` in,
+#: ``(encoder_hidden_states, hidden_states)`` out.
+JOINT_BLOCK_IO = BlockIO(
+    hidden_arg="hidden_states", context_arg="encoder_hidden_states", output_index=1, context_index=0
+)
 
 
 @dataclass(frozen=True)
@@ -52,12 +84,21 @@ class ModelAdapter:
             ``"per_context"`` (one call per branch inside ``cache_context``).
         block_io: the I/O contract of the blocks.
         roles: module role -> attribute of a block holding it (transformers).
+        block_roles: block class name -> its own ``roles`` (families with several kinds of block).
+        partial_roles: roles whose module can run on a subset of its input tokens (per-token modules,
+            and attention whose queries carry no per-token positional input); the others are computed
+            whole or produced whole by their approximator.
+        linked_roles: role -> role whose token choice it follows in the same block and step.
         block_classes: class names a block must have (transformers); others are refused.
         stacks: ``model -> [(attribute, blocks)]``, block stacks in execution order of their last block.
         active_stacks: ``(stack attributes, denoiser kwargs) -> attributes`` the call runs (e.g. Latte
             without temporal attention).
-        token_grid: ``(model, denoiser input) -> (h, w)`` token grid of the image tokens (per frame).
-        image_tokens: ``"all"`` when every token of a block's sequence is an image token.
+        token_grid: ``(model, denoiser input, denoiser kwargs) -> (h, w)`` grid of the image tokens (video
+            frames stacked along ``h``).
+        image_tokens: ``"all"`` when every token of a block's sequence is an image token; ``"streams"``
+            when blocks keep image and text tokens in separate streams (MMDiT), each module seeing one.
+        uncached_call: ``denoiser kwargs -> bool``: calls that run without caching and are not counted as
+            steps (SD3's skip-layer-guidance calls).
         facts: family-specific facts (UNet units, levels, ...), functions of the model.
     """
 
@@ -67,11 +108,15 @@ class ModelAdapter:
     cfg_layout: str = "batched"
     block_io: BlockIO = BlockIO()
     roles: dict[str, str] = field(default_factory=dict)
+    block_roles: dict[str, dict[str, str]] = field(default_factory=dict)
+    partial_roles: tuple[str, ...] = ("attn1", "attn2", "ff")
+    linked_roles: dict[str, str] = field(default_factory=dict)
     block_classes: tuple[str, ...] = ()
     stacks: Callable[[torch.nn.Module], list[tuple[str, torch.nn.ModuleList]]] | None = None
     active_stacks: Callable[[tuple[str, ...], dict], tuple[str, ...]] | None = None
-    token_grid: Callable[[torch.nn.Module, torch.Tensor], tuple[int, int]] | None = None
+    token_grid: Callable[[torch.nn.Module, torch.Tensor, dict], tuple[int, int]] | None = None
     image_tokens: str = "all"
+    uncached_call: Callable[[dict], bool] | None = None
     facts: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
     def block_stacks(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]]:
@@ -87,13 +132,20 @@ class ModelAdapter:
                         )
         return stacks
 
-    def block_modules(self, block: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-        """``(role, module)`` of the token-level modules a block has, in role order."""
+    def roles_of(self, block: torch.nn.Module) -> dict[str, str]:
+        """Role -> attribute of the token-level modules of ``block``'s class."""
+        for cls in type(block).__mro__:
+            if cls.__name__ in self.block_roles:
+                return self.block_roles[cls.__name__]
+        return self.roles
+
+    def block_modules(self, block: torch.nn.Module) -> list[tuple[str, str, torch.nn.Module]]:
+        """``(role, attribute, module)`` of the token-level modules a block has, in role order."""
         out = []
-        for role, attr in self.roles.items():
+        for role, attr in self.roles_of(block).items():
             mod = getattr(block, attr, None)
             if mod is not None:
-                out.append((role, mod))
+                out.append((role, attr, mod))
         return out
 
     def hidden_of(self, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -109,7 +161,7 @@ class ModelAdapter:
 
 ADAPTERS: list[ModelAdapter] = []
 #: the modules that define the shipped families (imported on first look-up).
-_FAMILY_MODULES = ("sd_unet", "basic_transformer")
+_FAMILY_MODULES = ("sd_unet", "basic_transformer", "flux", "sd3", "wan", "qwen_image")
 _loaded = False
 
 

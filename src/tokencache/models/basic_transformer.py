@@ -29,7 +29,7 @@ def _active(stacks: tuple[str, ...], kwargs: dict) -> tuple[str, ...]:
     return tuple(s for s in stacks if s != "temporal_transformer_blocks")
 
 
-def _grid(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
+def _grid(model: torch.nn.Module, x: torch.Tensor, kwargs: dict | None = None) -> tuple[int, int]:
     patch = int(getattr(model.config, "patch_size", None) or 1)
     return x.shape[-2] // patch, x.shape[-1] // patch
 

@@ -92,7 +92,7 @@ SD_UNET = register_adapter(
         classes=("UNet2DConditionModel",),
         structure="unet",
         cfg_layout="batched",
-        token_grid=lambda model, x: tuple(x.shape[-2:]),
+        token_grid=lambda model, x, kwargs=None: tuple(x.shape[-2:]),
         facts={
             "units": unet_units,
             "auto_prune_levels": auto_prune_levels,
