@@ -50,7 +50,10 @@ def tiny_sd3(layers: int = 3):
 
 
 def sd3_inputs(b, g, h=4, w=6):
-    kw = {"encoder_hidden_states": torch.randn(b, 7, 64, generator=g), "pooled_projections": torch.randn(b, 64, generator=g)}
+    kw = {
+        "encoder_hidden_states": torch.randn(b, 7, 64, generator=g),
+        "pooled_projections": torch.randn(b, 64, generator=g),
+    }
     return (torch.randn(b, 4, h, w, generator=g),), kw
 
 
@@ -66,7 +69,8 @@ def tiny_wan(layers: int = 2):
 
 
 def wan_inputs(b, g, frames=2, h=8, w=12):
-    return (torch.randn(b, 16, frames, h, w, generator=g),), {"encoder_hidden_states": torch.randn(b, 7, 32, generator=g)}
+    text = torch.randn(b, 7, 32, generator=g)
+    return (torch.randn(b, 16, frames, h, w, generator=g),), {"encoder_hidden_states": text}
 
 
 def tiny_qwen(layers: int = 2):

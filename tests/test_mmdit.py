@@ -15,9 +15,9 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 
 import tokencache as tc
-from tokencache.config import CONFIG_CLASSES
 from mmdit_pipes import flux_pipe, qwen_pipe, sd3_pipe, wan_pipe
 from mmdit_tiny import flux_inputs, tiny_flux, tiny_sd3, tiny_wan
+from tokencache.config import CONFIG_CLASSES
 from tokencache.core.schedule import StepAction
 
 STEPS = 6
@@ -30,7 +30,8 @@ def _images(out):
 
 def _call(pipe, seed=0, **kw):
     pipe.set_progress_bar_config(disable=True)
-    return _images(pipe(PROMPT, num_inference_steps=kw.pop("steps", STEPS), generator=torch.Generator().manual_seed(seed),
+    steps = kw.pop("steps", STEPS)
+    return _images(pipe(PROMPT, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
                         output_type="pt", **kw))
 
 
@@ -40,7 +41,7 @@ def _all_full(cfg):
     return cfg
 
 
-FLUX_KW = dict(height=32, width=48, max_sequence_length=16)  # 2 x 3 packed tokens... x 4: non-square
+FLUX_KW = dict(height=32, width=48, max_sequence_length=16)  # a non-square token grid
 CASES = {
     "flux": (flux_pipe, FLUX_KW, ("cond",)),  # the pipeline wraps even its single call in cache_context("cond")
     "flux-true-cfg": (flux_pipe, dict(height=32, width=32, max_sequence_length=16, negative_prompt="a dog",
@@ -48,7 +49,8 @@ CASES = {
     "sd3": (sd3_pipe, dict(height=32, width=24, max_sequence_length=16), None),
     "wan": (wan_pipe, dict(height=64, width=48, num_frames=5, negative_prompt="a dog", max_sequence_length=16),
             ("cond", "uncond")),
-    "qwen-image": (qwen_pipe, dict(height=32, width=48, negative_prompt="a dog", true_cfg_scale=4.0), ("cond", "uncond")),
+    "qwen-image": (qwen_pipe, dict(height=32, width=48, negative_prompt="a dog", true_cfg_scale=4.0),
+                   ("cond", "uncond")),
 }
 
 
