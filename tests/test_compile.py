@@ -14,6 +14,7 @@ import torch
 import tokencache as tc
 from conftest import tiny_unet
 from test_dit import tiny_dit
+from tokencache.config import CONFIG_CLASSES
 
 dynamo = pytest.importorskip("torch._dynamo")
 from torch._dynamo.utils import counters  # noqa: E402
@@ -120,6 +121,39 @@ def test_whole_denoiser_compile_is_correct_and_does_not_recompile():
     net = tiny_dit(layers=2)
     cfg = tc.ToCaConfig.preset("balanced")
     eager, first, g1, g2, _skipped, _ = _compiled_runs(net, _dit_call, cfg, "eager", "whole")
+    assert g2 == g1 > 0
+    for a, b in zip(eager, first):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["toca", "fora"])
+def test_flux_compile_repeated_blocks_does_not_recompile(method):
+    """FLUX declares ``_repeated_blocks`` (double- and single-stream blocks): diffusers' regional compile."""
+    from mmdit_tiny import flux_inputs, tiny_flux
+
+    model = tiny_flux()
+    g = torch.Generator().manual_seed(0)
+    steps = [flux_inputs(2, g) for _ in range(STEPS)]
+
+    def call(m):
+        return [m(*a, timestep=torch.full((2,), 1.0 - i / STEPS), **kw)[0] for i, (a, kw) in enumerate(steps)]
+
+    cfg = CONFIG_CLASSES[method].preset("fast")
+    tc.apply(model, cfg, num_inference_steps=STEPS, cfg=False)
+    try:
+        with torch.no_grad():
+            eager = call(model)
+            dynamo.reset()
+            counters.clear()
+            model.compile_repeated_blocks(backend="eager")
+            first = call(model)
+            g1 = counters["stats"]["unique_graphs"]
+            call(model)
+            g2 = counters["stats"]["unique_graphs"]
+    finally:
+        tc.remove(model)
+        dynamo.reset()
+    assert not [k for k in counters["unimplemented"] if "frame skipped" in k]
     assert g2 == g1 > 0
     for a, b in zip(eager, first):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)

@@ -20,7 +20,8 @@ from ..core.accounting import MacBook, count_macs  # noqa: F401
 from ..models.sd_unet import unet_units  # noqa: F401
 
 #: model family -> the model structure a method config names in ``BaseConfig.structures``
-STRUCTURE = {"unet": "unet", "dit": "transformer", "pixart": "transformer", "latte": "transformer"}
+STRUCTURE = {"unet": "unet", "dit": "transformer", "pixart": "transformer", "latte": "transformer",
+             "flux": "transformer", "sd3": "transformer", "wan": "transformer", "qwen": "transformer"}
 #: the order presets are listed in (a method's other presets follow, sorted)
 PRESET_ORDER = ("quality", "balanced", "fast")
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")

@@ -33,7 +33,7 @@ def _stacks(model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]]:
 def packed_grid(x: torch.Tensor, ids: torch.Tensor | None) -> tuple[int, int]:
     """``(h, w)`` of packed image tokens: from their ``(frame, row, column)`` ids, else a square guess."""
     n = x.shape[1]
-    if isinstance(ids, torch.Tensor) and ids.ndim in (2, 3) and ids.shape[-1] == 3:
+    if isinstance(ids, torch.Tensor) and ids.ndim in (2, 3) and ids.shape[-1] == 3 and ids.device.type != "meta":
         ids = ids.reshape(-1, 3)[-n:]
         h, w = (int(v) + 1 for v in (ids[:, 1].max() - ids[:, 1].min(), ids[:, 2].max() - ids[:, 2].min()))
         if h * w == n:

@@ -70,9 +70,11 @@ def _workload(args: argparse.Namespace, dtype: Any) -> tuple[Any, str, str]:
         model, family = shapes.build_model(args.model, dtype, args.device)
         res = args.resolution or MODELS[args.model][2]
         guidance = args.guidance if args.guidance is not None else GUIDANCE[family]
+        sd_latents = family in ("unet", "dit", "pixart", "latte")  # 4-channel latents the SD VAE decodes
         work = bare_workload(model, resolution=res, steps=args.steps, batch=batch, guidance=guidance,
-                             vae=shapes.build_vae(dtype, args.device))
-        what = f"{args.model} {res}x{res} (random weights; e2e = loop + SD-VAE decode), batch {batch}, CFG {guidance}"
+                             vae=shapes.build_vae(dtype, args.device) if sd_latents else None)
+        e2e = "loop + SD-VAE decode" if sd_latents else "loop only"
+        what = f"{args.model} {res}x{res} (random weights; e2e = {e2e}), batch {batch}, CFG {guidance}"
         return work, "shapes", what
     path = Path(args.model)
     if not path.exists():

@@ -13,8 +13,9 @@ from ..shapes import make_loop, model_family
 
 #: default CFG scales: random-weight shapes and local checkpoints (the pipelines' own defaults) per model
 #: family, and the zoo reference models (``zoo.sample``'s default).
-GUIDANCE = {"unet": 7.5, "dit": 1.5, "pixart": 1.5, "latte": 7.5}
-CHECKPOINT_GUIDANCE = {"unet": 7.5, "dit": 4.0, "pixart": 4.5, "latte": 7.5}
+GUIDANCE = {"unet": 7.5, "dit": 1.5, "pixart": 1.5, "latte": 7.5, "flux": 1.0, "sd3": 7.0, "wan": 5.0, "qwen": 4.0}
+CHECKPOINT_GUIDANCE = {"unet": 7.5, "dit": 4.0, "pixart": 4.5, "latte": 7.5, "flux": 3.5, "sd3": 7.0, "wan": 5.0,
+                       "qwen": 4.0}
 REFERENCE_GUIDANCE = 3.0
 CHECKPOINT_PROMPT = "a photo of a cat sitting on a wooden table"
 
