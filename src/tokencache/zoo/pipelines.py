@@ -8,8 +8,8 @@ from diffusers import DiffusionPipeline, DiTPipeline, PixArtAlphaPipeline, Stabl
 
 from . import models
 from .data import to_digit_space
-from .glyphs import NUM_CLASSES, to_glyph_space
 from .files import TOKENIZER_FILES, WEIGHTS_DIR, load_weights, split_state, verify_files
+from .glyphs import NUM_CLASSES, to_glyph_space
 from .tokenizer import MAX_LENGTH, digit_prompt, load_tokenizer
 
 FAMILIES = ("unet", "dit", "pixart")

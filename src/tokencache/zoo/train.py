@@ -29,8 +29,8 @@ from torch import nn
 
 from . import models
 from .data import load_digits_split, to_model_space
-from .glyphs import TRAIN_FONTS, augment_glyphs, base_renders, glyph_split
 from .files import TOKENIZER_FILES, WEIGHTS_DIR, save_weights, write_checksums
+from .glyphs import TRAIN_FONTS, augment_glyphs, base_renders, glyph_split
 from .tokenizer import MAX_LENGTH, digit_prompt, load_tokenizer, write_tokenizer_files
 
 TRAIN_FAMILIES = ("classifier", "vae", "unet", "dit", "pixart")
