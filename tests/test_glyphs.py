@@ -136,6 +136,20 @@ def test_dit2_two_step_sample(pipe):
         zoo.sample("dit2", pipe, [0], seed=0, num_inference_steps=2, output="digits")
 
 
+def test_token_caching_applies_to_dit2(pipe):
+    import tokencache as tc
+
+    base = zoo.sample("dit2", pipe, [0, 1], seed=0, num_inference_steps=6, guidance_scale=3.0)
+    tc.apply(pipe, tc.ToCaConfig.preset("balanced"))
+    try:
+        cached = zoo.sample("dit2", pipe, [0, 1], seed=0, num_inference_steps=6, guidance_scale=3.0)
+    finally:
+        tc.remove(pipe)
+    assert torch.isfinite(cached).all() and (cached - base).abs().max() > 0
+    restored = zoo.sample("dit2", pipe, [0, 1], seed=0, num_inference_steps=6, guidance_scale=3.0)
+    torch.testing.assert_close(restored, base, rtol=0, atol=0)
+
+
 def test_corrupted_dit2_raises(tmp_path):
     dst = tmp_path / "weights"
     shutil.copytree(zoo.WEIGHTS_DIR, dst)
