@@ -35,7 +35,7 @@ def test_shipped_files_match_checksums_and_are_small():
     for name, digest in sums.items():
         assert sha256_of(zoo.WEIGHTS_DIR / name) == digest, name
     total = sum((zoo.WEIGHTS_DIR / name).stat().st_size for name in sums)
-    assert total < 15 * 2**20
+    assert total < 40 * 2**20  # the whole zoo, tier 2 included
 
 
 @pytest.mark.parametrize("family", ["unet", "dit", "pixart"])

@@ -1,4 +1,4 @@
-"""Tiny trained reference models (digits) for judging cache quality offline.
+"""Tiny trained reference models (tier 1: digits; tier 2: rendered glyphs) for judging cache quality offline.
 
 Example:
     ```py
@@ -11,21 +11,31 @@ Example:
 
 from .data import load_digits_split, to_digit_space, to_model_space
 from .files import WEIGHTS_DIR, ChecksumError
-from .models import NULL_CLASS, DigitClassifier
-from .pipelines import FAMILIES, load, load_classifier, sample
+from .glyphs import CLASSES, glyph_prompt, glyph_split, render_glyph, to_glyph_space
+from .models import NULL_CLASS, DigitClassifier, GlyphClassifier
+from .pipelines import ALL_FAMILIES, FAMILIES, TIER2_FAMILIES, family_tier, load, load_classifier, sample
 from .tokenizer import digit_prompt
 
 __all__ = [
+    "ALL_FAMILIES",
+    "CLASSES",
     "FAMILIES",
     "NULL_CLASS",
+    "TIER2_FAMILIES",
     "WEIGHTS_DIR",
     "ChecksumError",
     "DigitClassifier",
     "digit_prompt",
+    "family_tier",
+    "glyph_prompt",
+    "glyph_split",
+    "GlyphClassifier",
     "load",
     "load_classifier",
     "load_digits_split",
+    "render_glyph",
     "sample",
     "to_digit_space",
+    "to_glyph_space",
     "to_model_space",
 ]

@@ -1,10 +1,12 @@
-"""Measures a zoo model's sample quality: classifier accuracy and Frechet distance to the real test digits.
+"""Measures a zoo model's sample quality: classifier accuracy and Frechet distance to the real test images.
 
 Usage:
     python -m tokencache.zoo.evaluate FAMILY [--per-digit 10] [--steps 50] [--guidance 3.0] [--seed 0]
                                              [--weights-dir DIR]
 
-FAMILY is `unet`, `dit`, `pixart` or `all`. Prints one JSON line per family.
+FAMILY is `unet`, `dit`, `pixart`, `all` (the three tier-1 families) or `dit2` (tier 2: letters, scored by the
+glyph classifier against glyphs of the held-out test fonts; `--per-digit` is then per letter). Prints one JSON
+line per family.
 """
 
 import argparse
@@ -18,7 +20,11 @@ import torch
 from tokencache.metrics.fid import frechet_distance
 
 from .data import load_digits_split
-from .pipelines import FAMILIES, load, load_classifier, sample
+from .glyphs import NUM_CLASSES, glyph_split
+from .pipelines import ALL_FAMILIES, FAMILIES, family_tier, load, load_classifier, sample
+
+GLYPH_REFERENCE = {"seed": 0, "per_font": 8, "test_per_font": 8}
+"""The real glyphs FD is measured against (`glyph_split(**GLYPH_REFERENCE)`: 3328 train, 1040 test)."""
 
 
 @torch.no_grad()
@@ -30,34 +36,41 @@ def evaluate(
     seed: int = 0,
     weights_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Samples `per_digit` images of each digit and scores them with the digit classifier.
+    """Samples `per_digit` images of each class and scores them with the tier's classifier.
 
     Args:
-        family (`str`): `"unet"`, `"dit"` or `"pixart"`.
-        per_digit (`int`, defaults to 10): samples per digit (10 -> 100 images).
+        family (`str`): `"unet"`, `"dit"`, `"pixart"` or `"dit2"`.
+        per_digit (`int`, defaults to 10): samples per class (10 -> 100 digits, or 260 letters for tier 2).
         num_inference_steps (`int`, defaults to 50): DDIM steps.
         guidance_scale (`float`, defaults to 3.0): classifier-free guidance scale.
         seed (`int`, defaults to 0): noise seed.
         weights_dir (`str` or `Path`, *optional*): defaults to the shipped weights.
 
     Returns:
-        `dict`: `accuracy`, `per_digit_accuracy`, `fd_test` (Frechet distance to the real test split in the
-        classifier's features), `fd_train_test` (the real train/test floor) and `seconds` (sampling time).
+        `dict`: `accuracy`, `per_digit_accuracy` (per class), `fd_test` (Frechet distance to the real test
+        split in the classifier's features; tier 2: the held-out fonts), `fd_train_test` (the real train/test
+        floor) and `seconds` (sampling time).
     """
-    clf = load_classifier(weights_dir=weights_dir)
+    tier = family_tier(family)
+    clf = load_classifier(weights_dir=weights_dir, tier=tier)
     pipe = load(family, weights_dir=weights_dir)
-    digits = [d for d in range(10) for _ in range(per_digit)]
+    num_classes = 10 if tier == 1 else NUM_CLASSES
+    digits = [d for d in range(num_classes) for _ in range(per_digit)]
     start = time.perf_counter()
     images = sample(family, pipe, digits, seed, num_inference_steps, guidance_scale)
     seconds = time.perf_counter() - start
     labels = torch.tensor(digits)
     correct = clf(images).argmax(-1) == labels
-    x_train, _, x_test, _ = load_digits_split()
+    if tier == 1:
+        x_train, _, x_test, _ = load_digits_split()
+    else:
+        x_train, _, x_test, _ = glyph_split(**GLYPH_REFERENCE)[:4]
     feats_test = clf.features(x_test)
+    per_class = [round(correct[labels == d].float().mean().item(), 2) for d in range(num_classes)]
     return {
         "family": family,
         "accuracy": round(correct.float().mean().item(), 4),
-        "per_digit_accuracy": [round(correct[labels == d].float().mean().item(), 2) for d in range(10)],
+        "per_digit_accuracy": per_class,
         "fd_test": round(frechet_distance(clf.features(images), feats_test).item(), 3),
         "fd_train_test": round(frechet_distance(clf.features(x_train), feats_test).item(), 3),
         "num_images": len(digits),
@@ -72,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m tokencache.zoo.evaluate", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("family", choices=(*FAMILIES, "all"))
+    parser.add_argument("family", choices=(*ALL_FAMILIES, "all"))
     parser.add_argument("--per-digit", type=int, default=10)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance", type=float, default=3.0)

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from .data import to_digit_space
+from .glyphs import NUM_CLASSES, to_glyph_space
 from .tokenizer import BOS_TOKEN, EOS_TOKEN, MAX_LENGTH, build_vocab_and_merges
 
 NULL_CLASS = 1000
@@ -90,6 +91,19 @@ PIXART_CONFIG: dict[str, Any] = {
 }
 
 
+DIT2_CONFIG: dict[str, Any] = {
+    "num_attention_heads": 4,
+    "attention_head_dim": 16,
+    "in_channels": 1,
+    "out_channels": 1,
+    "num_layers": 8,
+    "sample_size": 32,
+    "patch_size": 2,
+    "num_embeds_ada_norm": NULL_CLASS,
+}
+"""Tier 2: 32x32 glyphs at patch 2 -> 256 tokens per self-attention, 8 blocks, width 64."""
+
+
 def text_encoder_config() -> dict[str, Any]:
     """Config of the tiny `CLIPTextModel` (2 layers, width 32, 16 positions) used by the UNet and PixArt."""
     vocab, _ = build_vocab_and_merges()
@@ -125,6 +139,11 @@ def build_unet(config: dict[str, Any] | None = None) -> UNet2DConditionModel:
 def build_dit(config: dict[str, Any] | None = None) -> DiTTransformer2DModel:
     """A tiny adaLN-Zero `DiTTransformer2DModel`: width 64, 4 layers, 64 tokens (16x16 at patch 2)."""
     return DiTTransformer2DModel.from_config(config or DIT_CONFIG)
+
+
+def build_dit2(config: dict[str, Any] | None = None) -> DiTTransformer2DModel:
+    """The tier-2 adaLN-Zero `DiTTransformer2DModel`: width 64, 8 layers, 256 tokens (32x32 at patch 2)."""
+    return DiTTransformer2DModel.from_config(config or DIT2_CONFIG)
 
 
 def build_pixart(config: dict[str, Any] | None = None) -> PixArtTransformer2DModel:
@@ -175,4 +194,52 @@ class DigitClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits `(N, 10)` of images in `[0, 1]`, shaped `(N, C, 8|16, 8|16)` or `(N, 8|16, 8|16)`."""
+        return self.head(self.dropout(self.features(images)))
+
+
+class GlyphClassifier(nn.Module):
+    """A small CNN letter classifier on 32x32 glyphs (tier 2), trained on the train fonts only.
+
+    Args:
+        width (`int`, defaults to 32): channels of the second convolution (the third and fourth have twice it).
+        num_features (`int`, defaults to 64): size of the penultimate feature layer used for Frechet distance.
+        num_classes (`int`, defaults to 26): output classes (the capitals A-Z).
+
+    Example:
+        ```py
+        >>> clf = load_classifier(tier=2)
+        >>> clf(images).argmax(-1)  # images: (N, C, 32, 32) in [0, 1]
+        >>> clf.features(images).shape
+        torch.Size([N, 64])
+        ```
+    """
+
+    def __init__(self, width: int = 32, num_features: int = 64, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.num_features = num_features
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, width // 2, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width // 2, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 16x16
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 8x8
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 4x4
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(2 * width * 16, num_features)
+        self.dropout = nn.Dropout(0.2)
+        self.head = nn.Linear(num_features, num_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer activations `(N, num_features)` of images in `[0, 1]`, `(N, C, 32, 32)`."""
+        x = to_glyph_space(images) * 2.0 - 1.0
+        return torch.relu(self.fc(self.conv(x)))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits `(N, num_classes)` of images in `[0, 1]`, shaped `(N, C, 32, 32)` or `(N, 32, 32)`."""
         return self.head(self.dropout(self.features(images)))

@@ -1,4 +1,5 @@
-"""Loading the shipped zoo models as ready diffusers pipelines, and sampling digits from them."""
+"""Loading the shipped zoo models as ready diffusers pipelines, and sampling digits (tier 1) or glyphs
+(tier 2) from them."""
 
 from pathlib import Path
 
@@ -8,15 +9,27 @@ from diffusers import DiffusionPipeline, DiTPipeline, PixArtAlphaPipeline, Stabl
 from . import models
 from .data import to_digit_space
 from .files import TOKENIZER_FILES, WEIGHTS_DIR, load_weights, split_state, verify_files
+from .glyphs import NUM_CLASSES, to_glyph_space
 from .tokenizer import MAX_LENGTH, digit_prompt, load_tokenizer
 
 FAMILIES = ("unet", "dit", "pixart")
-"""The diffusion families `load` and `sample` accept."""
+"""The tier-1 (digits, 16x16) diffusion families `load` and `sample` accept."""
+
+TIER2_FAMILIES = ("dit2",)
+"""The tier-2 (glyphs A-Z, 32x32, 256 tokens, 8 blocks) diffusion families `load` and `sample` accept."""
+
+ALL_FAMILIES = FAMILIES + TIER2_FAMILIES
 
 
 def _check_family(family: str) -> None:
-    if family not in FAMILIES:
-        raise ValueError(f"unknown zoo family {family!r}; expected one of {', '.join(FAMILIES)}")
+    if family not in ALL_FAMILIES:
+        raise ValueError(f"unknown zoo family {family!r}; expected one of {', '.join(ALL_FAMILIES)}")
+
+
+def family_tier(family: str) -> int:
+    """1 for the digit families (`FAMILIES`), 2 for the glyph families (`TIER2_FAMILIES`)."""
+    _check_family(family)
+    return 2 if family in TIER2_FAMILIES else 1
 
 
 def _load_vae(weights_dir: Path):
@@ -44,7 +57,8 @@ def load(
         family (`str`): `"unet"` -> `StableDiffusionPipeline` (tiny CLIP text encoder and tokenizer, prompts
             like `"a handwritten 7"`), `"dit"` -> `DiTPipeline` (class labels 0-9; null class 1000),
             `"pixart"` -> `PixArtAlphaPipeline` (tiny CLIP text encoder in place of T5; call it with
-            `use_resolution_binning=False, max_sequence_length=16`).
+            `use_resolution_binning=False, max_sequence_length=16`); tier 2: `"dit2"` -> `DiTPipeline` at
+            32x32 (class labels 0-25 for the letters A-Z, see `glyphs.CLASSES`).
         device (`str` or `torch.device`, defaults to `"cpu"`): where to put the pipeline.
         dtype (`torch.dtype`, defaults to `torch.float32`): parameter dtype.
         weights_dir (`str` or `Path`, *optional*): directory with the files and `checksums.json`; defaults to
@@ -72,7 +86,7 @@ def load(
     configs = meta["configs"]
     vae = _load_vae(weights_dir)
     scheduler = models.build_scheduler(configs["scheduler"])
-    if family == "dit":
+    if family in ("dit", "dit2"):
         transformer = models.build_dit(configs["dit"])
         transformer.load_state_dict(split_state(tensors, "dit"))
         pipe = DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler)
@@ -112,17 +126,19 @@ def load(
 
 
 def load_classifier(
-    device: str | torch.device = "cpu", weights_dir: str | Path | None = None
-) -> models.DigitClassifier:
-    """Loads the trained digit classifier (checksum-verified), in eval mode.
+    device: str | torch.device = "cpu", weights_dir: str | Path | None = None, tier: int = 1
+) -> models.DigitClassifier | models.GlyphClassifier:
+    """Loads the trained digit (tier 1) or glyph (tier 2) classifier (checksum-verified), in eval mode.
 
     Args:
         device (`str` or `torch.device`, defaults to `"cpu"`): where to put it.
         weights_dir (`str` or `Path`, *optional*): defaults to the shipped weights.
+        tier (`int`, defaults to 1): 1 -> `DigitClassifier` (`classifier.*`), 2 -> `GlyphClassifier`
+            (`classifier2.*`, trained on the train fonts only).
 
     Returns:
-        `DigitClassifier`: `clf(images)` gives logits, `clf.features(images)` the 64-d penultimate features;
-        images are in `[0, 1]`, `(N, C, 8|16, 8|16)`.
+        `DigitClassifier` or `GlyphClassifier`: `clf(images)` gives logits, `clf.features(images)` the 64-d
+        penultimate features; images are in `[0, 1]`, `(N, C, 8|16, 8|16)` (tier 1) or `(N, C, 32, 32)`.
 
     Example:
         ```py
@@ -131,9 +147,11 @@ def load_classifier(
         tensor([3])
         ```
     """
+    if tier not in (1, 2):
+        raise ValueError(f"tier must be 1 or 2, got {tier!r}")
     weights_dir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    tensors, meta = load_weights(weights_dir, "classifier")
-    clf = models.DigitClassifier(**meta["config"])
+    tensors, meta = load_weights(weights_dir, "classifier" if tier == 1 else "classifier2")
+    clf = (models.DigitClassifier if tier == 1 else models.GlyphClassifier)(**meta["config"])
     clf.load_state_dict(tensors)
     return clf.eval().requires_grad_(False).to(device)
 
@@ -145,20 +163,21 @@ def sample(
     seed: int,
     num_inference_steps: int = 50,
     guidance_scale: float = 3.0,
-    output: str = "digits",
+    output: str | None = None,
 ) -> torch.Tensor:
-    """Samples one image per requested digit with the family's pipeline, deterministically from `seed`.
+    """Samples one image per requested digit (or letter) with the family's pipeline, deterministically.
 
     Args:
-        family (`str`): `"unet"`, `"dit"` or `"pixart"`; must match `pipe`.
+        family (`str`): `"unet"`, `"dit"`, `"pixart"` or `"dit2"`; must match `pipe`.
         pipe (`DiffusionPipeline`): from `load(family)` (possibly with caching applied to it).
-        digits (`list[int]`): digits 0-9, one image each.
+        digits (`list[int]`): class labels, one image each: digits 0-9 (tier 1) or letters 0-25 (`"dit2"`,
+            0 = A).
         seed (`int`): seeds the initial noise (a CPU `torch.Generator`).
         num_inference_steps (`int`, defaults to 50): DDIM steps.
         guidance_scale (`float`, defaults to 3.0): classifier-free guidance; `<= 1` disables it.
-        output (`str`, defaults to `"digits"`): `"digits"` -> `(N, 1, 8, 8)` in `[0, 1]` (grey,
-            area-downsampled; what the classifier reads), `"images"` -> the pipeline's `(N, 3, 16, 16)` in
-            `[0, 1]`.
+        output (`str`, *optional*): `"digits"` (the tier-1 default) -> `(N, 1, 8, 8)` in `[0, 1]` (grey,
+            area-downsampled; what the classifier reads); `"glyphs"` (the tier-2 default) -> grey
+            `(N, 1, 32, 32)` in `[0, 1]`; `"images"` -> the pipeline's `(N, 3, 16|32, 16|32)` in `[0, 1]`.
 
     Returns:
         `torch.Tensor`: float32 on CPU.
@@ -171,12 +190,15 @@ def sample(
         torch.Size([3, 1, 8, 8])
         ```
     """
-    _check_family(family)
+    tier = family_tier(family)
     digits = [int(d) for d in digits]
-    if not digits or any(d < 0 or d > 9 for d in digits):
-        raise ValueError(f"digits must be a non-empty list of integers 0-9, got {digits}")
-    if output not in ("digits", "images"):
-        raise ValueError(f"output must be 'digits' or 'images', got {output!r}")
+    top = 9 if tier == 1 else NUM_CLASSES - 1
+    if not digits or any(d < 0 or d > top for d in digits):
+        raise ValueError(f"digits must be a non-empty list of integers 0-{top} for {family!r}, got {digits}")
+    space = "digits" if tier == 1 else "glyphs"
+    output = space if output is None else output
+    if output not in (space, "images"):
+        raise ValueError(f"output must be {space!r} or 'images' for {family!r}, got {output!r}")
     generator = torch.Generator("cpu").manual_seed(seed)
     kwargs = {
         "num_inference_steps": num_inference_steps,
@@ -184,7 +206,7 @@ def sample(
         "generator": generator,
         "output_type": "pt",
     }
-    if family == "dit":
+    if family in ("dit", "dit2"):
         images = pipe(class_labels=digits, **kwargs).images
     elif family == "unet":
         images = pipe(prompt=[digit_prompt(d) for d in digits], **kwargs).images
@@ -196,4 +218,6 @@ def sample(
             **kwargs,
         ).images
     images = images.float().cpu()
-    return to_digit_space(images) if output == "digits" else images
+    if output == "images":
+        return images
+    return to_digit_space(images) if output == "digits" else to_glyph_space(images)

@@ -1,10 +1,11 @@
 """Trains the zoo models on the scikit-learn digits, on one CPU thread, reproducibly from a seed.
 
 Usage:
-    python -m tokencache.zoo.train FAMILY [--minutes M] [--seed S] [--out DIR] [--steps N] [--batch-size B]
-                                          [--lr LR]
+    python -m tokencache.zoo.train FAMILY [--tier T] [--minutes M] [--seed S] [--out DIR] [--steps N]
+                                          [--batch-size B] [--lr LR]
 
-FAMILY is one of `classifier`, `vae`, `unet`, `dit`, `pixart`. The diffusion families decode through the
+FAMILY is one of `classifier`, `vae`, `unet`, `dit`, `pixart` (tier 1, digits), or with `--tier 2` (glyphs,
+see `glyphs.py`) `classifier` or `dit`, written as `classifier2.*` / `dit2.*`. The diffusion families decode through the
 shared near-identity VAE (`vae`), which is trained once. Training runs for a fixed number of steps (the
 family's default or `--steps`), so a run is reproducible bit for bit on the same torch build with one thread;
 `--minutes` is a wall-clock cap that stops early (recorded as `"stopped_early": true` in `{family}.json`) if
@@ -29,9 +30,14 @@ from torch import nn
 from . import models
 from .data import load_digits_split, to_model_space
 from .files import TOKENIZER_FILES, WEIGHTS_DIR, save_weights, write_checksums
+from .glyphs import TRAIN_FONTS, augment_glyphs, base_renders, glyph_split
 from .tokenizer import MAX_LENGTH, digit_prompt, load_tokenizer, write_tokenizer_files
 
 TRAIN_FAMILIES = ("classifier", "vae", "unet", "dit", "pixart")
+TIER2_TRAIN_FAMILIES = ("classifier", "dit")
+"""Families `--tier 2` trains; their files are named with a `2` suffix (`dit2.safetensors`)."""
+GLYPH_TRAIN_COPIES = 24
+"""Augmented copies per (train font, letter) in the tier-2 diffusion training set (9984 images)."""
 
 
 @dataclass
@@ -56,6 +62,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "unet": {"steps": 2600, "batch_size": 32, "lr": 1e-3},
     "dit": {"steps": 2000, "batch_size": 64, "lr": 3e-4},
     "pixart": {"steps": 6500, "batch_size": 64, "lr": 1e-3},
+    "classifier2": {"steps": 3000, "batch_size": 64, "lr": 2e-3, "warmup": 100, "weight_decay": 1e-4},
+    "dit2": {"steps": 2700, "batch_size": 32, "lr": 5e-4, "minutes": 45.0},
 }
 
 
@@ -147,6 +155,32 @@ def train_classifier(cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[st
     print(f"[classifier] test accuracy {acc:.4f}", flush=True)
     meta = {"config": {"width": 32, "num_features": model.num_features}, "training": loop.info()}
     meta["test_accuracy"] = round(acc, 4)
+    return model.state_dict(), meta
+
+
+def train_glyph_classifier(cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Trains `GlyphClassifier` on fresh augmentations of the train fonts; scores it on the test fonts."""
+    base, labels, _ = base_renders(TRAIN_FONTS)
+    split = glyph_split(seed=0, per_font=1, test_per_font=8)
+    model = models.GlyphClassifier()
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    loop = _Loop(list(model.parameters()), cfg, "classifier2")
+    model.train()
+    for _ in loop:
+        idx = torch.randint(0, len(base), (cfg.batch_size,), generator=gen)
+        x = augment_glyphs(base[idx], gen)
+        # blur and noise like imperfect generated samples, so they are read by shape
+        blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        x = torch.where(torch.rand(len(x), 1, 1, 1, generator=gen) < 0.3, blur, x)
+        noise = torch.randn(x.shape, generator=gen) * 0.1 * torch.rand(len(x), 1, 1, 1, generator=gen)
+        loop.backward(F.cross_entropy(model((x + noise).clamp(0, 1)), labels[idx], label_smoothing=0.05))
+    model.eval()
+    with torch.no_grad():
+        acc = (model(split.x_test).argmax(-1) == split.y_test).float().mean().item()
+    print(f"[classifier2] test-font accuracy {acc:.4f} ({len(split.y_test)} glyphs)", flush=True)
+    meta = {"config": {"width": 32, "num_features": model.num_features}, "training": loop.info()}
+    meta["test_accuracy"] = round(acc, 4)
+    meta["test_fonts"] = list(split.test_fonts)
     return model.state_dict(), meta
 
 
@@ -250,11 +284,20 @@ def _prompt_batch(weights_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train_diffusion(
-    family: str, cfg: TrainConfig, weights_dir: Path
+    family: str, cfg: TrainConfig, weights_dir: Path, tier: int = 1
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Trains the `unet`, `dit` or `pixart` denoiser (epsilon loss, min-SNR weights, CFG dropout, EMA)."""
-    x_train, y_train = load_digits_split()[:2]
-    x_train = to_model_space(x_train)
+    """Trains the `unet`, `dit` or `pixart` denoiser (epsilon loss, min-SNR weights, CFG dropout, EMA).
+
+    Tier 2 (`dit` only) trains `build_dit2` on the glyph train fonts in model space (`x * 2 - 1`, 32x32).
+    """
+    if tier == 2:
+        if family != "dit":
+            raise ValueError(f"tier-2 diffusion family must be 'dit', got {family!r}")
+        split = glyph_split(seed=0, per_font=GLYPH_TRAIN_COPIES)
+        x_train, y_train = split.x_train * 2.0 - 1.0, split.y_train
+    else:
+        x_train, y_train = load_digits_split()[:2]
+        x_train = to_model_space(x_train)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     diffusion = _Diffusion(cfg.min_snr_gamma)
     text_encoder = None
@@ -262,7 +305,7 @@ def train_diffusion(
         model = models.build_unet()
         text_encoder = models.build_text_encoder()
     elif family == "dit":
-        model = models.build_dit()
+        model = models.build_dit2() if tier == 2 else models.build_dit()
         for module in model.modules():  # we drop labels ourselves, consistently across blocks
             if hasattr(module, "dropout_prob"):
                 module.dropout_prob = 0.0
@@ -320,27 +363,33 @@ def train_diffusion(
 
 def train(
     family: str,
-    minutes: float = 30.0,
+    minutes: float | None = None,
     seed: int = 0,
     out: Path | None = None,
     steps: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
+    tier: int = 1,
 ) -> Path:
     """Trains one family and writes its files and the updated `checksums.json` to `out`.
 
     Args:
-        family (`str`): one of `TRAIN_FAMILIES`.
-        minutes (`float`, defaults to 30.0): wall-clock cap.
+        family (`str`): one of `TRAIN_FAMILIES` (tier 1) or `TIER2_TRAIN_FAMILIES` (tier 2).
+        minutes (`float`, *optional*): wall-clock cap; defaults to the family's (45 for tier-2 `dit`, else 30).
         seed (`int`, defaults to 0): seeds initialisation, batches, noise and label dropout.
         out (`Path`, *optional*): output directory; defaults to the shipped weights directory.
         steps, batch_size, lr: override the family's defaults in `DEFAULTS`.
+        tier (`int`, defaults to 1): 1 (digits) or 2 (glyphs; files `{family}2.*`).
 
     Returns:
-        `Path`: the written `{family}.safetensors`.
+        `Path`: the written `{family}.safetensors` (`{family}2.safetensors` for tier 2).
     """
-    if family not in TRAIN_FAMILIES:
-        raise ValueError(f"unknown family {family!r}; expected one of {', '.join(TRAIN_FAMILIES)}")
+    if tier not in (1, 2):
+        raise ValueError(f"tier must be 1 or 2, got {tier!r}")
+    allowed = TRAIN_FAMILIES if tier == 1 else TIER2_TRAIN_FAMILIES
+    if family not in allowed:
+        raise ValueError(f"unknown family {family!r} for tier {tier}; expected one of {', '.join(allowed)}")
+    name = family if tier == 1 else f"{family}2"
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     out = Path(out) if out is not None else WEIGHTS_DIR
@@ -349,20 +398,23 @@ def train(
     overrides = {
         k: v for k, v in {"steps": steps, "batch_size": batch_size, "lr": lr}.items() if v is not None
     }
-    cfg = TrainConfig(**{**DEFAULTS[family], **overrides, "minutes": minutes, "seed": seed})
-    if family == "classifier":
+    if minutes is not None:
+        overrides["minutes"] = minutes
+    cfg = TrainConfig(**{**DEFAULTS[name], **overrides, "seed": seed})
+    if name == "classifier":
         tensors, meta = train_classifier(cfg)
+    elif name == "classifier2":
+        tensors, meta = train_glyph_classifier(cfg)
     elif family == "vae":
         tensors, meta = train_vae(cfg)
     else:
-        tensors, meta = train_diffusion(family, cfg, out)
-    meta["family"] = family
-    save_weights(out, family, tensors, meta)
+        tensors, meta = train_diffusion(family, cfg, out, tier)
+    meta["family"] = name
+    meta["tier"] = tier
+    save_weights(out, name, tensors, meta)
     write_checksums(out)
-    print(
-        f"[{family}] wrote {out / (family + '.safetensors')} in {meta['training']['seconds']} s", flush=True
-    )
-    return out / f"{family}.safetensors"
+    print(f"[{name}] wrote {out / (name + '.safetensors')} in {meta['training']['seconds']} s", flush=True)
+    return out / f"{name}.safetensors"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -370,14 +422,19 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m tokencache.zoo.train", description=__doc__.split("\n")[0]
     )
     parser.add_argument("family", choices=TRAIN_FAMILIES)
-    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock cap (default 30)")
+    parser.add_argument("--tier", type=int, choices=(1, 2), default=1, help="1: digits, 2: glyphs")
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="wall-clock cap (default 30; 45 for --tier 2 dit)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: shipped weights)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: per family)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     args = parser.parse_args(argv)
-    train(args.family, args.minutes, args.seed, args.out, args.steps, args.batch_size, args.lr)
+    if args.tier == 2 and args.family not in TIER2_TRAIN_FAMILIES:
+        parser.error(f"--tier 2 trains {' or '.join(TIER2_TRAIN_FAMILIES)}, not {args.family!r}")
+    train(args.family, args.minutes, args.seed, args.out, args.steps, args.batch_size, args.lr, args.tier)
 
 
 if __name__ == "__main__":
