@@ -392,3 +392,15 @@ try:
 
 except ImportError:  # pragma: no cover
     pass
+
+
+def test_nbytes_counts_meta_tensors_like_real_ones():
+    """Full-size memory arithmetic runs on meta tensors, whose data_ptr is always 0."""
+    sizes = {}
+    for device in ("cpu", "meta"):
+        ap = make_approximator("taylor", 2)
+        for s in range(3):
+            ap.update(float(s), torch.ones(2, 5, 4, device=device) * s if device == "cpu" else
+                      torch.empty(2, 5, 4, device=device))
+        sizes[device] = ap.nbytes()
+    assert sizes["meta"] == sizes["cpu"] >= 3 * 2 * 5 * 4 * 4

@@ -3,13 +3,21 @@ import shutil
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DiTPipeline, PixArtAlphaPipeline, StableDiffusionPipeline
+from diffusers import (
+    DDIMScheduler,
+    DiTPipeline,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    PixArtAlphaPipeline,
+    StableDiffusionPipeline,
+)
 
 from tokencache import zoo
 from tokencache.zoo.files import CHECKSUMS_FILE, ChecksumError, sha256_of
 from tokencache.zoo.train import train
 
-PIPELINE_TYPES = {"unet": StableDiffusionPipeline, "dit": DiTPipeline, "pixart": PixArtAlphaPipeline}
+PIPELINE_TYPES = {"unet": StableDiffusionPipeline, "dit": DiTPipeline, "pixart": PixArtAlphaPipeline,
+                  "flux": FluxPipeline}
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +31,7 @@ def classifier():
 
 
 def test_families():
-    assert zoo.FAMILIES == ("unet", "dit", "pixart")
+    assert zoo.FAMILIES == ("unet", "dit", "pixart", "flux")
 
 
 def test_shipped_files_match_checksums_and_are_small():
@@ -38,11 +46,12 @@ def test_shipped_files_match_checksums_and_are_small():
     assert total < 40 * 2**20  # the whole zoo, tier 2 included
 
 
-@pytest.mark.parametrize("family", ["unet", "dit", "pixart"])
+@pytest.mark.parametrize("family", ["unet", "dit", "pixart", "flux"])
 def test_load_gives_real_pipeline(pipes, family):
     pipe = pipes[family]
     assert isinstance(pipe, PIPELINE_TYPES[family])
-    assert isinstance(pipe.scheduler, DDIMScheduler)
+    flow = family == "flux"  # flow matching through FluxPipeline
+    assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler if flow else DDIMScheduler)
     assert pipe.vae.config.latent_channels == 1
     denoiser = pipe.unet if family == "unet" else pipe.transformer
     assert not denoiser.training
@@ -53,13 +62,30 @@ def test_load_gives_real_pipeline(pipes, family):
         assert "CrossAttnDownBlock2D" in pipe.unet.config.down_block_types
         tokens = pipe.tokenizer.convert_ids_to_tokens(pipe.tokenizer("a handwritten 7").input_ids)
         assert tokens == ["<|startoftext|>", "a</w>", "handwritten</w>", "7</w>", "<|endoftext|>"]
+    elif flow:
+        assert not denoiser.config.guidance_embeds and pipe.prompt_table.embeds.shape == (11, 4, 32)
     else:
         # >= 64 tokens per image
         cfg = denoiser.config
         assert (cfg.sample_size // cfg.patch_size) ** 2 >= 64
 
 
-@pytest.mark.parametrize("family", ["unet", "dit", "pixart"])
+def test_flux_reference_calls_the_model_per_cache_context(pipes):
+    """Guided FLUX sampling is true CFG: one call per branch in cache_context, steps counted per context."""
+    import tokencache as tc
+
+    pipe = pipes["flux"]
+    tc.apply(pipe, tc.ToCaConfig.preset("fast"))
+    try:
+        x = zoo.sample("flux", pipe, [3, 4, 5], seed=0, num_inference_steps=8, guidance_scale=3.0)
+        s = tc.summary(pipe)
+    finally:
+        tc.remove(pipe)
+    assert x.shape == (3, 1, 8, 8)
+    assert set(s.contexts) == {"cond", "uncond"} and s.steps_total == 16 and s.macs_ratio < 0.6
+
+
+@pytest.mark.parametrize("family", ["unet", "dit", "pixart", "flux"])
 def test_two_step_sample(pipes, family):
     pipe = pipes[family]
     x = zoo.sample(family, pipe, [0, 7], seed=0, num_inference_steps=2, guidance_scale=2.0)
@@ -76,7 +102,7 @@ def test_two_step_sample(pipes, family):
     assert (other - x).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("family", ["unet", "dit", "pixart"])
+@pytest.mark.parametrize("family", ["unet", "dit", "pixart", "flux"])
 def test_trained_models_draw_the_requested_digit(pipes, classifier, family):
     # a random-weight model scores ~10%; the shipped models score 98-100% at 50 steps (docs/zoo_and_metrics.md)
     digits = list(range(10))
@@ -94,10 +120,10 @@ def test_classifier_test_accuracy(classifier):
 
 
 def test_unknown_family_raises():
-    with pytest.raises(ValueError, match=r"'sdxl'.*unet, dit, pixart"):
+    with pytest.raises(ValueError, match=r"'sdxl'.*unet, dit, pixart, flux"):
         zoo.load("sdxl")
-    with pytest.raises(ValueError, match="'flux'"):
-        zoo.sample("flux", None, [1], seed=0, num_inference_steps=2, guidance_scale=1.0)
+    with pytest.raises(ValueError, match="'wan'"):
+        zoo.sample("wan", None, [1], seed=0, num_inference_steps=2, guidance_scale=1.0)
 
 
 def test_sample_rejects_bad_digits(pipes):

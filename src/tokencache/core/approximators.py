@@ -157,8 +157,9 @@ class Approximator:
 
     def nbytes(self) -> int:
         """Bytes of the distinct tensors held (``numel * element_size``; one tensor held twice counts once)."""
-        seen = {(t.data_ptr(), t.device, t.dtype, tuple(t.shape)): t.numel() * t.element_size()
-                for t in self._tensors()}
+        # meta tensors (full-size memory arithmetic) all have data_ptr 0: tell them apart by identity
+        seen = {(t.data_ptr() if t.device.type != "meta" else id(t), t.device, t.dtype, tuple(t.shape)):
+                t.numel() * t.element_size() for t in self._tensors()}
         return sum(seen.values())
 
     def __repr__(self) -> str:

@@ -9,10 +9,11 @@ from diffusers import DiffusionPipeline, DiTPipeline, PixArtAlphaPipeline, Stabl
 from . import models
 from .data import to_digit_space
 from .files import TOKENIZER_FILES, WEIGHTS_DIR, load_weights, split_state, verify_files
+from .flux import load_flux, sample_flux
 from .glyphs import NUM_CLASSES, to_glyph_space
 from .tokenizer import MAX_LENGTH, digit_prompt, load_tokenizer
 
-FAMILIES = ("unet", "dit", "pixart")
+FAMILIES = ("unet", "dit", "pixart", "flux")
 """The tier-1 (digits, 16x16) diffusion families `load` and `sample` accept."""
 
 TIER2_FAMILIES = ("dit2",)
@@ -85,8 +86,10 @@ def load(
     tensors, meta = load_weights(weights_dir, family)
     configs = meta["configs"]
     vae = _load_vae(weights_dir)
-    scheduler = models.build_scheduler(configs["scheduler"])
-    if family in ("dit", "dit2"):
+    scheduler = models.build_scheduler(configs["scheduler"]) if family != "flux" else None
+    if family == "flux":
+        pipe = load_flux(weights_dir, vae)
+    elif family in ("dit", "dit2"):
         transformer = models.build_dit(configs["dit"])
         transformer.load_state_dict(split_state(tensors, "dit"))
         pipe = DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler)
@@ -206,7 +209,9 @@ def sample(
         "generator": generator,
         "output_type": "pt",
     }
-    if family in ("dit", "dit2"):
+    if family == "flux":
+        images = sample_flux(pipe, digits, kwargs)
+    elif family in ("dit", "dit2"):
         images = pipe(class_labels=digits, **kwargs).images
     elif family == "unet":
         images = pipe(prompt=[digit_prompt(d) for d in digits], **kwargs).images

@@ -4,7 +4,7 @@ Usage:
     python -m tokencache.zoo.train FAMILY [--tier T] [--minutes M] [--seed S] [--out DIR] [--steps N]
                                           [--batch-size B] [--lr LR]
 
-FAMILY is one of `classifier`, `vae`, `unet`, `dit`, `pixart` (tier 1, digits), or with `--tier 2` (glyphs,
+FAMILY is one of `classifier`, `vae`, `unet`, `dit`, `pixart`, `flux` (tier 1, digits), or with `--tier 2` (glyphs,
 see `glyphs.py`) `classifier` or `dit`, written as `classifier2.*` / `dit2.*`. The diffusion families decode through the
 shared near-identity VAE (`vae`), which is trained once. Training runs for a fixed number of steps (the
 family's default or `--steps`), so a run is reproducible bit for bit on the same torch build with one thread;
@@ -33,7 +33,7 @@ from .files import TOKENIZER_FILES, WEIGHTS_DIR, save_weights, write_checksums
 from .glyphs import TRAIN_FONTS, augment_glyphs, base_renders, glyph_split
 from .tokenizer import MAX_LENGTH, digit_prompt, load_tokenizer, write_tokenizer_files
 
-TRAIN_FAMILIES = ("classifier", "vae", "unet", "dit", "pixart")
+TRAIN_FAMILIES = ("classifier", "vae", "unet", "dit", "pixart", "flux")
 TIER2_TRAIN_FAMILIES = ("classifier", "dit")
 """Families `--tier 2` trains; their files are named with a `2` suffix (`dit2.safetensors`)."""
 GLYPH_TRAIN_COPIES = 24
@@ -64,6 +64,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "pixart": {"steps": 6500, "batch_size": 64, "lr": 1e-3},
     "classifier2": {"steps": 3000, "batch_size": 64, "lr": 2e-3, "warmup": 100, "weight_decay": 1e-4},
     "dit2": {"steps": 2700, "batch_size": 32, "lr": 5e-4, "minutes": 45.0},
+    "flux": {"steps": 3000, "batch_size": 64, "lr": 5e-4, "minutes": 60.0},
 }
 
 
@@ -407,6 +408,10 @@ def train(
         tensors, meta = train_glyph_classifier(cfg)
     elif family == "vae":
         tensors, meta = train_vae(cfg)
+    elif family == "flux":  # flow matching through FluxPipeline: its own module
+        from .flux import train_flux
+
+        tensors, meta = train_flux(cfg)
     else:
         tensors, meta = train_diffusion(family, cfg, out, tier)
     meta["family"] = name
