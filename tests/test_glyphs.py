@@ -162,7 +162,10 @@ def test_corrupted_dit2_raises(tmp_path):
     zoo.load("dit", weights_dir=dst)  # the tier-1 DiT is unaffected
 
 
-def test_tier2_training_is_reproducible_and_loadable(tmp_path):
+def test_tier2_training_is_reproducible_and_loadable(tmp_path, monkeypatch):
+    import tokencache.zoo.train as train_module
+
+    monkeypatch.setattr(train_module, "GLYPH_TRAIN_COPIES", 1)  # 416 training glyphs: fast
     digests = []
     for name in ("a", "b"):
         out = tmp_path / name
@@ -177,11 +180,17 @@ def test_tier2_training_is_reproducible_and_loadable(tmp_path):
     assert meta["tier"] == 2 and meta["training"]["steps_done"] == 2 and meta["training"]["minutes"] == 45.0
     pipe = zoo.load("dit2", weights_dir=tmp_path / "a")
     assert zoo.sample("dit2", pipe, [3], seed=0, num_inference_steps=2).shape == (1, 1, 32, 32)
+    init = tmp_path / "a" / "dit2.safetensors"
+    warm = train("dit", seed=0, out=tmp_path / "b", steps=1, batch_size=2, tier=2, init=init)
+    assert json.loads((tmp_path / "b" / "dit2.json").read_text())["training"]["init_sha256"] == digests[0]
+    assert sha256_of(warm) != digests[0]
     clf_path = train("classifier", seed=0, out=tmp_path / "a", steps=2, batch_size=4, tier=2)
     assert clf_path.name == "classifier2.safetensors"
     assert isinstance(zoo.load_classifier(weights_dir=tmp_path / "a", tier=2), zoo.GlyphClassifier)
     with pytest.raises(ValueError, match="unknown family 'unet' for tier 2; expected one of classifier, dit"):
         train("unet", out=tmp_path, tier=2)
+    with pytest.raises(ValueError, match="init is for the diffusion families, not 'classifier'"):
+        train("classifier", out=tmp_path, tier=2, init=warm)
     with pytest.raises(ValueError, match="tier must be 1 or 2, got 0"):
         train("dit", out=tmp_path, tier=0)
 
