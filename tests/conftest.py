@@ -123,3 +123,13 @@ def cli(capsys):
         return _Result(rc, out.out, out.err)
 
     return run
+
+
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.slow` tests run only when selected, e.g. `pytest -m slow`."""
+    if "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow; run with `pytest -m slow`")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -25,11 +25,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from safetensors.torch import load_file
 from torch import nn
 
 from . import models
 from .data import load_digits_split, to_model_space
-from .files import TOKENIZER_FILES, WEIGHTS_DIR, save_weights, write_checksums
+from .files import TOKENIZER_FILES, WEIGHTS_DIR, save_weights, sha256_of, split_state, write_checksums
 from .glyphs import TRAIN_FONTS, augment_glyphs, base_renders, glyph_split
 from .tokenizer import MAX_LENGTH, digit_prompt, load_tokenizer, write_tokenizer_files
 
@@ -285,11 +286,12 @@ def _prompt_batch(weights_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train_diffusion(
-    family: str, cfg: TrainConfig, weights_dir: Path, tier: int = 1
+    family: str, cfg: TrainConfig, weights_dir: Path, tier: int = 1, init: Path | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Trains the `unet`, `dit` or `pixart` denoiser (epsilon loss, min-SNR weights, CFG dropout, EMA).
 
     Tier 2 (`dit` only) trains `build_dit2` on the glyph train fonts in model space (`x * 2 - 1`, 32x32).
+    `init` (a `{name}.safetensors` written by this script) warm-starts the denoiser and text encoder from it.
     """
     if tier == 2:
         if family != "dit":
@@ -315,6 +317,11 @@ def train_diffusion(
         text_encoder = models.build_text_encoder()
     else:
         raise ValueError(f"not a diffusion family: {family!r}")
+    if init is not None:
+        state = load_file(str(init))
+        model.load_state_dict(split_state(state, family))
+        if text_encoder is not None:
+            text_encoder.load_state_dict(split_state(state, "text_encoder"))
     trainable = nn.ModuleDict(
         {"model": model} if text_encoder is None else {"model": model, "te": text_encoder}
     )
@@ -371,6 +378,7 @@ def train(
     batch_size: int | None = None,
     lr: float | None = None,
     tier: int = 1,
+    init: Path | None = None,
 ) -> Path:
     """Trains one family and writes its files and the updated `checksums.json` to `out`.
 
@@ -381,6 +389,8 @@ def train(
         out (`Path`, *optional*): output directory; defaults to the shipped weights directory.
         steps, batch_size, lr: override the family's defaults in `DEFAULTS`.
         tier (`int`, defaults to 1): 1 (digits) or 2 (glyphs; files `{family}2.*`).
+        init (`Path`, *optional*): diffusion families only: warm-start from this `{name}.safetensors` (its
+            sha256 is recorded as `training.init_sha256`).
 
     Returns:
         `Path`: the written `{family}.safetensors` (`{family}2.safetensors` for tier 2).
@@ -391,6 +401,8 @@ def train(
     if family not in allowed:
         raise ValueError(f"unknown family {family!r} for tier {tier}; expected one of {', '.join(allowed)}")
     name = family if tier == 1 else f"{family}2"
+    if init is not None and family in ("classifier", "vae"):
+        raise ValueError(f"init is for the diffusion families, not {family!r}")
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     out = Path(out) if out is not None else WEIGHTS_DIR
@@ -413,7 +425,9 @@ def train(
 
         tensors, meta = train_flux(cfg)
     else:
-        tensors, meta = train_diffusion(family, cfg, out, tier)
+        tensors, meta = train_diffusion(family, cfg, out, tier, init)
+    if init is not None:
+        meta["training"]["init_sha256"] = sha256_of(Path(init))
     meta["family"] = name
     meta["tier"] = tier
     save_weights(out, name, tensors, meta)
@@ -436,10 +450,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: per family)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--init", type=Path, default=None, help="warm-start from this .safetensors (diffusion)")
     args = parser.parse_args(argv)
     if args.tier == 2 and args.family not in TIER2_TRAIN_FAMILIES:
         parser.error(f"--tier 2 trains {' or '.join(TIER2_TRAIN_FAMILIES)}, not {args.family!r}")
-    train(args.family, args.minutes, args.seed, args.out, args.steps, args.batch_size, args.lr, args.tier)
+    train(args.family, args.minutes, args.seed, args.out, args.steps, args.batch_size, args.lr, args.tier, args.init)
 
 
 if __name__ == "__main__":
