@@ -2,9 +2,10 @@
 
 For each reference family (an SD-style UNet, a DiT, a PixArt-style transformer, all trained on
 scikit-learn's digits, and a FLUX-style flow-matching model) it samples a fixed seeded batch with the
-baseline and with the ``balanced`` and ``fast`` presets of every method that applies, then reports measured speedup, exact MACs ratio, PSNR vs the baseline images, Frechet
-distance in the digit classifier's features and class accuracy. It writes an image grid (rows =
-methods), ``report.json`` and ``report.md`` to the output folder.
+baseline and with the ``balanced`` and ``fast`` presets of every method that applies, then reports
+measured speedup, exact MACs ratio, PSNR vs the baseline images, Frechet distance in the digit
+classifier's features and class accuracy. It writes an image grid (rows = methods), ``report.json``
+and ``report.md`` to the output folder.
 """
 
 from __future__ import annotations
