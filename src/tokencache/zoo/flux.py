@@ -15,7 +15,6 @@ Training: rectified flow, ``x_t = (1 - s) x_0 + s e`` with ``s`` uniform, the mo
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -106,13 +105,15 @@ def train_flux(cfg: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, {"configs": configs, "training": loop.info()}
 
 
-def load_flux(weights_dir: Path, vae: Any) -> Any:
-    """A ready ``FluxPipeline`` (no text encoders: prompts come from the shipped table, see :func:`sample_flux`)."""
+def load_flux(tensors: dict[str, torch.Tensor], meta: dict[str, Any], vae: Any) -> Any:
+    """A ready ``FluxPipeline`` from the (checksum-verified) ``flux`` file's tensors and metadata.
+
+    No text encoders: prompts come from the shipped table, see :func:`sample_flux`.
+    """
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
-    from .files import load_weights, split_state
+    from .files import split_state
 
-    tensors, meta = load_weights(weights_dir, FAMILY)
     transformer = build_transformer(meta["configs"][FAMILY])
     transformer.load_state_dict(split_state(tensors, FAMILY))
     vae.register_to_config(shift_factor=0.0)  # FluxPipeline shifts latents before decoding

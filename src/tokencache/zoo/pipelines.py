@@ -86,9 +86,10 @@ def load(
     tensors, meta = load_weights(weights_dir, family)
     configs = meta["configs"]
     vae = _load_vae(weights_dir)
+    # the flux family is flow matching: its file holds a FlowMatchEulerDiscreteScheduler config
     scheduler = models.build_scheduler(configs["scheduler"]) if family != "flux" else None
     if family == "flux":
-        pipe = load_flux(weights_dir, vae)
+        pipe = load_flux(tensors, meta, vae)
     elif family in ("dit", "dit2"):
         transformer = models.build_dit(configs["dit"])
         transformer.load_state_dict(split_state(tensors, "dit"))
