@@ -121,10 +121,12 @@ def test_two_workers_one_killed_mid_trial_then_resumed(kind, tmp_path):
             done_a = [t for t in _trials(storage, name)
                       if t.state == TrialState.COMPLETE and t.user_attrs.get("pid") == a.pid]
             if len(done_a) >= 2 and busy.exists():
-                break
+                before = {t.number: t.values for t in _trials(storage, name) if t.state == TrialState.COMPLETE}
+                # the query can outlast a trial on a loaded machine: kill only while A is still inside one
+                if busy.exists():
+                    os.kill(a.pid, signal.SIGKILL)
+                    break
             time.sleep(0.05)
-        before = {t.number: t.values for t in _trials(storage, name) if t.state == TrialState.COMPLETE}
-        os.kill(a.pid, signal.SIGKILL)
         a.wait(30)
         assert b.wait(240) == 0, b.stderr.read()
     finally:
