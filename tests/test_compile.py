@@ -13,7 +13,7 @@ import torch
 
 import tokencache as tc
 from conftest import tiny_unet
-from test_dit import tiny_dit
+from test_dit import tiny_dit, tiny_pixart
 from tokencache.config import CONFIG_CLASSES
 
 dynamo = pytest.importorskip("torch._dynamo")
@@ -27,6 +27,16 @@ def _dit_call(model):
     x = torch.randn(2, 4, 8, 8, generator=g)
     y = torch.tensor([1, 1000])
     return [model(x + 0.1 * i, timestep=torch.tensor([900 - 100 * i] * 2), class_labels=y).sample for i in range(STEPS)]
+
+
+def _pixart_call(model):
+    g = torch.Generator().manual_seed(0)
+    x, c = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 5, 24, generator=g)
+    return [
+        model(x + 0.1 * i, encoder_hidden_states=c, timestep=torch.tensor([900 - 100 * i] * 2),
+              added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
+        for i in range(STEPS)
+    ]
 
 
 def _unet_call(model):
@@ -117,18 +127,64 @@ def test_unet_compile_repeated_blocks_with_every_unet_method(method):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
 
 
-def test_whole_denoiser_compile_is_correct_and_does_not_recompile():
-    net = tiny_dit(layers=2)
-    cfg = tc.ToCaConfig.preset("balanced")
-    eager, first, g1, g2, _skipped, _ = _compiled_runs(net, _dit_call, cfg, "eager", "whole")
-    assert g2 == g1 > 0
+def _breaks_outside_top_level() -> list[str]:
+    """Graph-break reasons naming a tokencache function other than the step hook's (top of the frame)."""
+    top = ("StepHook.", "OutputReuseHook.")
+    reasons = [*counters["graph_break"], *counters["unimplemented"]]
+    return [r.split("\n")[1][:160] for r in reasons if "tokencache" in r or "Hook" in r if not any(t in r for t in top)]
+
+
+_WHOLE = [(name, cls.structures[0]) for name, cls in CONFIG_CLASSES.items()]
+#: graphs of an all-full call in whole-denoiser mode, per structure (measured once per test process)
+_G_FULL: dict[str, int] = {}
+
+
+@pytest.mark.parametrize(("method", "structure"), _WHOLE, ids=[m for m, _ in _WHOLE])
+def test_whole_denoiser_compile_every_method(method, structure):
+    """``torch.compile(denoiser)``: no frame falls back to eager, one graph per step kind, no recompile.
+
+    The hooks inside the block loop read decisions taken before the call, so the only graph breaks are
+    the step hook's own, at the top of the denoiser's frame; the bound is the plan's distinct step kinds
+    times the graphs of an all-full call.
+    """
+    transformer = structure == "transformer"
+    net = tiny_dit(layers=2) if transformer else tiny_unet()
+    call = _dit_call if transformer else _unet_call
+    if structure not in _G_FULL:
+        all_full = tc.FORAConfig(interval=1) if transformer else tc.DeepCacheConfig(interval=1)
+        _G_FULL[structure] = _compiled_runs(net, call, all_full, "eager", "whole")[2]
+    g_full = _G_FULL[structure]
+    cfg = CONFIG_CLASSES[method].preset("fast")
+    eager, first, g1, g2, skipped, kinds = _compiled_runs(net, call, cfg, "eager", "whole")
+    assert not skipped, skipped  # no frame fell back to eager
+    assert not _breaks_outside_top_level()
+    assert g2 == g1, "the second call recompiled"
+    assert 0 < g1 <= kinds * g_full
     for a, b in zip(eager, first):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("method", ["toca", "fora"])
-def test_flux_compile_repeated_blocks_does_not_recompile(method):
-    """FLUX declares ``_repeated_blocks`` (double- and single-stream blocks): diffusers' regional compile."""
+@pytest.mark.parametrize(
+    "cfg",
+    [tc.ToCaConfig.preset("balanced"), tc.ToCaConfig.preset("fast", score="attention", forecast="taylor"),
+     tc.DuCaConfig.preset("fast", score="cross_entropy", forecast="foca")],
+    ids=["toca-inductor", "toca-attention-taylor", "duca-entropy-foca"],
+)
+def test_whole_denoiser_compile_transformer_variants(cfg):
+    """Scores captured inside blocks and forecasting approximators trace too (inductor for the first)."""
+    pixart = cfg.score == "cross_entropy"
+    net, call = (tiny_pixart(), _pixart_call) if pixart else (tiny_dit(layers=2), _dit_call)
+    backend = "inductor" if cfg.forecast == "none" else "eager"
+    eager, first, g1, g2, skipped, kinds = _compiled_runs(net, call, cfg, backend, "whole")
+    assert not skipped and not _breaks_outside_top_level()
+    assert g2 == g1 and 0 < g1 <= kinds
+    for a, b in zip(eager, first):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("method", "mode"), [("toca", "regional"), ("fora", "regional"), ("duca", "whole")])
+def test_flux_compile_does_not_recompile(method, mode):
+    """FLUX (joint and single-stream blocks): diffusers' regional compile, and ``torch.compile(model)``."""
     from mmdit_tiny import flux_inputs, tiny_flux
 
     model = tiny_flux()
@@ -145,15 +201,57 @@ def test_flux_compile_repeated_blocks_does_not_recompile(method):
             eager = call(model)
             dynamo.reset()
             counters.clear()
-            model.compile_repeated_blocks(backend="eager")
-            first = call(model)
+            if mode == "whole":
+                compiled = torch.compile(model, backend="eager")
+            else:
+                model.compile_repeated_blocks(backend="eager")
+                compiled = model
+            first = call(compiled)
             g1 = counters["stats"]["unique_graphs"]
-            call(model)
+            call(compiled)
             g2 = counters["stats"]["unique_graphs"]
     finally:
+        if mode != "whole":
+            for m in model.modules():
+                if getattr(m, "_compiled_call_impl", None) is not None:
+                    m._compiled_call_impl = None
         tc.remove(model)
         dynamo.reset()
     assert not [k for k in counters["unimplemented"] if "frame skipped" in k]
     assert g2 == g1 > 0
+    if mode == "whole":
+        assert not _breaks_outside_top_level()
+        assert g1 <= len({(a.kind, a.depth, a.ratio) for a in cfg.plan(STEPS)})
     for a, b in zip(eager, first):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_hooks_decide_before_the_call_and_are_off_between_calls():
+    """Every hook's decision is prepared at the step's start and switched off after it (and after an error)."""
+    from tokencache.core.hooks import OFF
+
+    net = tiny_dit(layers=2)
+    tc.apply(net, tc.DuCaConfig.preset("fast"), num_inference_steps=STEPS, cfg=True)
+    handle = net._tokencache
+    seen: set[str] = set()
+    block = net.transformer_blocks[1]
+    orig = block.ff.forward
+
+    def spy(*a, **kw):  # inside the call: the ff hook holds this step's decision
+        seen.add(handle.bindings[[b.module for b in handle.bindings].index(block.ff)].hook.now.mode)
+        return orig(*a, **kw)
+
+    try:
+        with torch.no_grad():
+            _dit_call(net)
+            assert all(p.now is OFF for p in handle.step_parts())
+            block.ff.forward = spy
+            _dit_call(net)
+            block.ff.forward = lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("boom"))
+            with pytest.raises(RuntimeError, match="boom"):
+                _dit_call(net)
+            assert all(p.now is OFF for p in handle.step_parts())
+    finally:
+        block.ff.forward = orig
+        tc.remove(net)
+    assert {"full", "partial"} <= seen

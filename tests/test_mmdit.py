@@ -243,13 +243,14 @@ def test_flux_single_block_proj_out_recomputes_the_rows_proj_mlp_chose(monkeypat
     from tokencache.methods import token_cache
 
     chosen: dict[str, list] = {}
-    orig = token_cache.TokenModuleHook._keep_partial
+    orig = token_cache.TokenModuleHook.prepare
 
-    def spy(self, idx, rows, kwargs):
-        chosen.setdefault(self.name, []).append(idx.clone())
-        return orig(self, idx, rows, kwargs)
+    def spy(self, st, call):
+        orig(self, st, call)
+        if self.now.mode == "partial":  # the tokens chosen for this step, before the call
+            chosen.setdefault(self.name, []).append(self.now.idx.clone())
 
-    monkeypatch.setattr(token_cache.TokenModuleHook, "_keep_partial", spy)
+    monkeypatch.setattr(token_cache.TokenModuleHook, "prepare", spy)
     model = tiny_flux()
     tc.apply(model, tc.ToCaConfig(interval=3, fresh_ratio=0.3), num_inference_steps=STEPS, cfg=False)
     g = torch.Generator().manual_seed(0)

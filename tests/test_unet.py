@@ -169,7 +169,7 @@ def test_cfg_alignment_copies_uncond_base_positions():
         spec = tc.DaToConfig(align_cfg=align, score_noise=0.0).prune_spec()
         hook = PrunedSelfAttentionHook(st.owner, "x", lambda shape: (4, 4), spec)
         st.objects.pop("unet.noise", None)
-        base = hook._base(st, torch.randn(2, 16, 8), 4, 4)
+        base = hook._base(st, 2, 16, 4, 4, torch.device("cpu"))
         assert torch.equal(base[0], base[1]) is same
 
 
@@ -186,7 +186,7 @@ def test_diffscore_drives_base_selection_when_noise_is_off():
     spec = tc.DaToConfig(score_noise=0.0).prune_spec()
     hook = PrunedSelfAttentionHook(st.owner, "x", lambda shape: (4, 4), spec)
     expected = T.patch_argmax(T.diff_score(e2, e1).reshape(1, 16), 4, 4, 2)
-    assert torch.equal(hook._base(st, torch.randn(1, 16, 8), 4, 4), expected)
+    assert torch.equal(hook._base(st, 1, 16, 4, 4, torch.device("cpu")), expected)
 
 
 @pytest.mark.parametrize(

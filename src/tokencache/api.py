@@ -108,7 +108,7 @@ def apply(
     try:
         for h in handles:
             config.install(h, adapter)
-            h.register(h.denoiser, StepHook(contexts, watch if h is handle else None, adapter.uncached_call), "step")
+            h.register(h.denoiser, StepHook(contexts, watch if h is handle else None, adapter.uncached_call, h), "step")
     except Exception:
         for h in handles:
             h.remove_hooks()

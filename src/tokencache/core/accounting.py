@@ -1,11 +1,14 @@
 """Summary of the last generation and exact MAC accounting with ``torch.utils.flop_counter``.
 
-Hooks note the (shapes of the) inputs of every module they skip or run on a token subset. MACs are
-counted lazily, when a summary is asked for, by running a weightless twin of the denoiser on the
-``meta`` device under :class:`~torch.utils.flop_counter.FlopCounterMode` (attention is counted there,
-unlike the default CPU SDPA kernel). A step's MACs are the full model's minus what its hooks skipped,
-plus the bookkeeping matmuls they report. peft adapter layers (LoRA) of the denoiser are rebuilt on the
-twin, in the state they had when the call started, so their MACs are counted too.
+The step hook notes the (shapes of the) denoiser's inputs once per input shape. MACs are counted
+lazily, when a summary is asked for, by running a weightless twin of the denoiser on the ``meta``
+device under :class:`~torch.utils.flop_counter.FlopCounterMode` (attention is counted there, unlike
+the default CPU SDPA kernel): one twin pass records the inputs of every submodule, and a hook that
+runs a module on a token subset registers how to make that module's inputs for ``k`` tokens
+(:meth:`MacBook.variant`). Nothing is recorded while the real model runs, so hooks stay traceable.
+A step's MACs are the full model's minus what its hooks skipped, plus the bookkeeping matmuls they
+report. peft adapter layers (LoRA) of the denoiser are rebuilt on the twin, in the state they had when
+the call started, so their MACs are counted too.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import copy
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -94,6 +98,9 @@ class MacBook:
         self._configs: dict[str, Any] = {}
         self._macs: dict[tuple, float] = {}
         self._twin: tuple[tuple, torch.nn.Module] | None = None
+        #: module name -> makes its inputs for a variant from its full inputs: ``fn(args, kwargs, variant)``.
+        self.makers: dict[str, Callable[[tuple, dict, Any], tuple[tuple, dict]]] = {}
+        self._captured: set = set()
 
     def new_call(self) -> None:
         """Note the adapter layout the call that starts now runs with (a walk over the modules)."""
@@ -108,6 +115,48 @@ class MacBook:
     def note(self, key: tuple | None, name: str, variant: Any, args: tuple, kwargs: dict) -> None:
         """Record the shapes of one module call (``variant`` is ``"full"`` or a token count)."""
         self.inputs[(key, name, variant)] = tree_map(_to_meta, (args, dict(kwargs)))
+
+    def variant(self, name: str, make: Callable[[tuple, dict, Any], tuple[tuple, dict]]) -> None:
+        """Register how module ``name``'s (meta) inputs for a variant (a token count) follow from its full ones."""
+        self.makers[name] = make
+
+    def _capture(self, key: tuple | None) -> None:
+        """One twin pass on the denoiser inputs noted for ``key``: record every submodule's full inputs."""
+        self._captured.add(key)
+        if (key, "", "full") not in self.inputs:
+            return
+        args, kwargs = self.inputs[(key, "", "full")]
+        handles = []
+        for path, module in self.twin().named_modules():
+            if not path:
+                continue
+
+            def pre(_m: Any, a: tuple, kw: dict, path: str = path) -> None:
+                self.inputs.setdefault((key, path, "full"), tree_map(_to_meta, (a, dict(kw))))
+
+            handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+        try:
+            with torch.no_grad():
+                self.twin()(*args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _inputs(self, key: tuple | None, name: str, variant: Any) -> tuple[tuple, dict]:
+        if (key, name, variant) in self.inputs:
+            return self.inputs[(key, name, variant)]
+        path = name.rpartition(PREFIX_SEP)[2]  # a second expert's modules: same config, same twin
+        if variant == "full":
+            if (key, path, "full") not in self.inputs and key not in self._captured:
+                self._capture(key)
+            if (key, path, "full") in self.inputs:
+                return self.inputs[(key, path, "full")]
+        elif name in self.makers:
+            args, kwargs = self._inputs(key, name, "full")
+            made = self.makers[name](args, dict(kwargs), variant)
+            self.inputs[(key, name, variant)] = made
+            return made
+        raise KeyError(f"no recorded inputs for module {name!r} ({variant}); was the step run?")
 
     def twin(self) -> torch.nn.Module:
         """The weightless twin, with the adapter layers of :attr:`layout`."""
@@ -130,9 +179,7 @@ class MacBook:
     def macs(self, key: tuple | None, name: str, variant: Any) -> float:
         k = (self.layout, key, name, variant)
         if k not in self._macs:
-            if (key, name, variant) not in self.inputs:
-                raise KeyError(f"no recorded inputs for module {name!r} ({variant}); was the step run?")
-            args, kwargs = self.inputs[(key, name, variant)]
+            args, kwargs = self._inputs(key, name, variant)
             twin = self.twin()
             path = name.rpartition(PREFIX_SEP)[2]  # a second expert's modules: same config, same twin
             module = twin.get_submodule(path) if path else twin

@@ -155,6 +155,10 @@ class Approximator:
     def _tensors(self) -> list[torch.Tensor]:
         raise NotImplementedError
 
+    def shares(self, t: Any) -> bool:
+        """Whether ``t`` is one of the tensors held (writing into it changes this approximator's state)."""
+        return any(t is h for h in self._tensors())
+
     def nbytes(self) -> int:
         """Bytes of the distinct tensors held (``numel * element_size``; one tensor held twice counts once)."""
         # meta tensors (full-size memory arithmetic) all have data_ptr 0: tell them apart by identity
@@ -552,7 +556,7 @@ def make_approximator(kind: str, order: int = 1, **options: Any) -> Approximator
         ValueError: naming ``forecast`` (unknown kind) or ``forecast_order`` (out of range) and the allowed values.
     """
     allowed = sorted([*APPROXIMATORS, *ALIASES])
-    key = ALIASES.get(kind, kind) if isinstance(kind, str) else kind
+    key = ALIASES.get(kind, kind) if isinstance(kind, str) else None
     if key not in APPROXIMATORS:
         raise ValueError(f"forecast must be one of {allowed}, got {kind!r}")
     cls = APPROXIMATORS[key]

@@ -130,8 +130,18 @@ class ContextProbe(StateManager):
 class StepHook(ModelHook):
     """Counts denoiser calls per cache context and times them; the outermost hook on the denoiser.
 
-    A call that raises (or is interrupted) abandons the generation under way: every context's caches
-    and counters are dropped, so the next call starts clean.
+    At the start of each call it has every hook of its handle decide its mode for the step
+    (:meth:`~tokencache.core.hooks.Handle.prepare_step`), and after the call feed the computed outputs
+    to their approximators (:meth:`~tokencache.core.hooks.Handle.finish_step`); both run eagerly, outside
+    any compiled graph, at the top of the denoiser's frame. A call that raises (or is interrupted)
+    abandons the generation under way: every context's caches and counters are dropped, so the next
+    call starts clean.
+
+    Args:
+        contexts: the per-context states.
+        watch: the scheduler watch (the first denoiser of a pipeline only).
+        uncached_call: tells the calls the plan does not count (SD3 skip-layer guidance).
+        handle: the hooks to prepare at each step (``None``: none, e.g. a bare step counter).
     """
 
     _is_stateful = True
@@ -141,36 +151,58 @@ class StepHook(ModelHook):
         contexts: ContextStates,
         watch: SchedulerWatch | None,
         uncached_call: Callable[[dict], bool] | None = None,
+        handle: Any = None,
     ) -> None:
         super().__init__()
         self.contexts = contexts
         self.watch = watch
         self.uncached_call = uncached_call
+        self.handle = handle
         self.cache_state = ContextProbe(contexts)
 
     @outside_graph
-    def _begin(self, args: tuple, kwargs: dict) -> None:
+    def _begin(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        try:
+            self._start(module, args, kwargs)
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _start(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         if self.watch is not None:
             self.watch.check()
         st = self.contexts.current
         st.begin_step(input_key(args, kwargs))
-        if st.book_wants(""):  # the denoiser's own inputs, for the MACs of a full call
+        if st.book_wants(""):  # the denoiser's own inputs, for the MACs of every module (see MacBook)
             st.book_note("", args, kwargs)
+        if self.handle is not None:
+            self.handle.prepare_step(st, module, args, kwargs)
 
     @outside_graph
     def _end(self, module: torch.nn.Module) -> None:
-        self.contexts.current.end_step(next(module.parameters()).device)
+        st = self.contexts.current
+        if self.handle is not None:
+            self.handle.finish_step(st)
+        st.end_step(next(module.parameters()).device)
 
     @outside_graph
     def _abandon(self) -> None:
+        if self.handle is not None:
+            self.handle.switch_off()
         self.contexts.reset()
+
+    @outside_graph
+    def _switch_off(self) -> None:
+        if self.handle is not None:
+            self.handle.switch_off()
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         if self.uncached_call is not None and self.uncached_call(kwargs):
             # an extra call the plan does not count (SD3 skip-layer guidance): run it with every hook off
+            self._switch_off()
             with self.contexts.uncached():
                 return self.fn_ref.original_forward(*args, **kwargs)
-        self._begin(args, kwargs)
+        self._begin(module, args, kwargs)  # not inside the try: dynamo cannot resume a graph break there
         try:
             out = self.fn_ref.original_forward(*args, **kwargs)
         except BaseException:
@@ -184,4 +216,6 @@ class StepHook(ModelHook):
         for st in self.contexts.states.values():
             if st.step + 1 < st.num_steps:
                 st.reset()
+        if self.handle is not None:
+            self.handle.switch_off()
         return module

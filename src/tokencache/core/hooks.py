@@ -2,9 +2,18 @@
 hook base, and output slots that route skipped outputs through an approximator.
 
 Hooks are diffusers ``ModelHook``s registered under ``tokencache.<name>`` on existing submodules.
-Their Python bookkeeping (step decisions, cache lookups, records) runs in methods wrapped with
-:func:`outside_graph` (``torch.compiler.disable``), so a compiled denoiser traces only tensor code
-and sees the per-step decisions as a few constants: it compiles once per step kind and shape.
+
+Compile-friendly by construction: the hooks inside the model's block loops take no decision and keep no
+books while the model runs. At the start of each denoiser call the step hook (outermost, eager, outside
+any graph) calls :meth:`CallScopedHook.prepare` on every hook of the handle: it decides the hook's mode
+for this step (compute, skip, compute a token subset, ...), picks the tokens, produces the forecasts of
+skipped outputs from their approximators, writes the step's records, and leaves the result on the hook
+as :attr:`CallScopedHook.now`, plain attributes and tensors. ``new_forward`` only reads ``now`` and runs
+tensor code, so dynamo traces it inline, with guards on a few constants (mode, token count): a
+compiled denoiser compiles once per step kind and shape, with no graph break inside its block loop.
+Outputs computed during the step are left on ``now`` and fed to their approximators by
+:meth:`CallScopedHook.finish`, after the call. Only the step hook's own bookkeeping runs under
+:func:`outside_graph` (``torch.compiler.disable``), at the top of the denoiser's frame.
 """
 
 from __future__ import annotations
@@ -86,6 +95,33 @@ class Handle:
     prefix: str = ""
     #: handles of further denoisers of the same pipeline accelerated together (Wan 2.2's second expert).
     linked: list[Handle] = field(default_factory=list)
+    #: objects prepared before the hooks at each step (e.g. the token-cache step facts), in order.
+    first: list[Any] = field(default_factory=list)
+
+    def step_parts(self) -> list[Any]:
+        """What :meth:`prepare_step` prepares, in order: :attr:`first`, then every call-scoped hook."""
+        return [*self.first, *(b.hook for b in self.bindings if isinstance(b.hook, CallScopedHook))]
+
+    def prepare_step(self, st: CallState, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        """Decide every hook's mode for the denoiser call that starts now (eager, outside any graph)."""
+        if not st.active:
+            self.switch_off()
+            return
+        call = StepCall(module, args, kwargs)
+        for part in self.step_parts():
+            part.prepare(st, call)
+
+    def finish_step(self, st: CallState) -> None:
+        """Feed the outputs computed in the call that just ended to their approximators, then switch off."""
+        for part in self.step_parts():
+            if st.active:
+                part.finish(st)
+            part.now = OFF
+
+    def switch_off(self) -> None:
+        """Every hook passes calls through unchanged (between steps, in uncached calls, after an error)."""
+        for part in self.step_parts():
+            part.now = OFF
 
     @property
     def state(self) -> CallState:
@@ -153,6 +189,30 @@ class Handle:
         invalidate_registry_caches(self.denoiser)
 
 
+@dataclass
+class StepCall:
+    """The denoiser call a step prepares for: the denoiser and its arguments."""
+
+    module: torch.nn.Module
+    args: tuple
+    kwargs: dict
+
+
+class Now:
+    """A hook's decision for the current step (see :meth:`CallScopedHook.prepare`): plain attributes.
+
+    ``mode`` is ``"off"`` when the hook passes calls through; hooks add what else they need.
+    """
+
+    def __init__(self, mode: str = "off", **fields: Any) -> None:
+        self.mode = mode
+        self.__dict__.update(fields)
+
+
+#: the decision of a hook between steps: pass every call through.
+OFF = Now()
+
+
 class CallScopedHook(ModelHook):
     """Base of the hooks whose state lives in the per-context :class:`CallState`.
 
@@ -160,15 +220,30 @@ class CallScopedHook(ModelHook):
     hooks keep nothing of their own to reset: the context states drop every cache at each call
     boundary, and the step hook, the outermost one, abandons an unfinished call when it is reset.
 
+    Subclasses decide in :meth:`prepare` and keep in :meth:`finish` (both eager, per step); their
+    ``new_forward`` reads only :attr:`now`. A hook may instead decide inside ``new_forward`` through
+    :func:`outside_graph` helpers reading :attr:`st` (simpler; a whole-denoiser ``torch.compile`` then
+    graph-breaks at that hook).
+
     Args:
         contexts: the per-context states of the denoiser.
     """
 
     _is_stateful = True
+    #: this step's decision; :data:`OFF` between steps.
+    now: Now = OFF
 
     def __init__(self, contexts: ContextStates) -> None:
         super().__init__()
         self.contexts = contexts
+        self.now = OFF
+
+    def prepare(self, st: CallState, call: StepCall) -> None:
+        """Decide this step's :attr:`now` from the context state ``st`` (active); default: off."""
+        self.now = OFF
+
+    def finish(self, st: CallState) -> None:
+        """After the call: feed what the step computed (left on :attr:`now`) to the approximators."""
 
     @property
     def st(self) -> CallState:

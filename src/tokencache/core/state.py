@@ -12,8 +12,9 @@ passes the expected number of steps, or when the batch, resolution, dtype or dev
 changes. Every new call drops every cache, so an exception inside a call cannot leak state into the
 next one.
 
-Nothing in this module runs inside a compiled graph: the hooks call it through functions wrapped in
-``torch.compiler.disable`` (see :mod:`tokencache.core.hooks`).
+Nothing in this module runs inside a compiled graph: the step hook calls it before and after each
+denoiser call, in functions wrapped in ``torch.compiler.disable``, and the hooks inside the model read
+only the decisions prepared from it (see :mod:`tokencache.core.hooks`).
 """
 
 from __future__ import annotations

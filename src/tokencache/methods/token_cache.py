@@ -34,7 +34,7 @@ import torch
 
 from ..core import tokens as T
 from ..core.config import BaseConfig, CachingConfig, _fail
-from ..core.hooks import CallScopedHook, Handle, OutputSlot, outside_graph
+from ..core.hooks import OFF, CallScopedHook, Handle, Now, OutputSlot, StepCall
 from ..core.rng import SeededNoise
 from ..core.schedule import StepAction
 from ..core.state import CallState, ContextStates
@@ -219,41 +219,39 @@ class BlockInfo:
         return 1.0 + weight - 2.0 * weight * x
 
 
-class DenoiserHook(CallScopedHook):
-    """Innermost hook on the denoiser: notes the call's token grid, CFG layout and last block.
+class StepFacts:
+    """Prepared first at each step: the call's CFG layout, token grid and the block ending the backbone.
 
     Args:
-        contexts: the per-context states.
         adapter: the model adapter.
         lasts: stack attribute -> name of its last block, in execution order of the stacks.
     """
 
-    def __init__(self, contexts: ContextStates, adapter: ModelAdapter, lasts: dict[str, str]) -> None:
-        super().__init__(contexts)
+    now: Now = OFF
+
+    def __init__(self, adapter: ModelAdapter, lasts: dict[str, str]) -> None:
         self.adapter, self.lasts = adapter, lasts
 
-    @outside_graph
-    def _note(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        st = self.st
-        if not st.active:
-            return
-        x = self.adapter.hidden_of(args, kwargs)
+    def prepare(self, st: CallState, call: StepCall) -> None:
+        x = self.adapter.hidden_of(call.args, call.kwargs)
         facts = st.facts
         if st.step == 0 or facts.get("grid") is None:
             facts["cfg"] = infer_cfg(st.cfg, x)
-            facts["grid"] = self.adapter.token_grid(module, x, kwargs)
+            facts["grid"] = self.adapter.token_grid(call.module, x, call.kwargs)
         stacks = tuple(self.lasts)
         if self.adapter.active_stacks is not None:
-            stacks = self.adapter.active_stacks(stacks, kwargs)
+            stacks = self.adapter.active_stacks(stacks, call.kwargs)
         facts["last_block"] = self.lasts[stacks[-1]] if stacks else None
 
-    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        self._note(module, args, kwargs)
-        return self.fn_ref.original_forward(*args, **kwargs)
+    def finish(self, st: CallState) -> None:
+        pass
 
 
 class BlockHook(CallScopedHook):
     """DuCa aggressive steps: pass the input through, or (the block ending the backbone) produce its output.
+
+    Modes: ``"pass"`` (input through), ``"cached"`` (the approximator's output), ``"keep"`` (run and keep
+    the output: the last block on a computed step), ``"off"``.
 
     Args:
         contexts: the per-context states.
@@ -266,44 +264,48 @@ class BlockHook(CallScopedHook):
         super().__init__(contexts)
         self.adapter, self.block, self.config = adapter, block, config
         self._key = "block." + block.name
+        #: this step's scratch of the block: projections captured for its score, and the scores computed
+        #: from them (moved into the block's data after the call, so traced code never touches a dict).
+        self.box = Now()
 
-    @outside_graph
-    def _decide(self, x: torch.Tensor, args: tuple, kwargs: dict) -> tuple[str, Any]:
-        st = self.st
-        if not st.active:
-            return "off", None
+    def prepare(self, st: CallState, call: StepCall) -> None:
+        self.box = Now("box", q=None, k=None, score=None, score_ctx=None, entropy=None)
         name = self.block.name
         last = name == st.facts.get("last_block")
         if st.action.kind == "aggressive":
             if not last:
                 st.record.skipped.append(name)
-                return "pass", None
+                self.now = Now("pass")
+                return
             slot = st.objects.get(self._key)
-            if slot is not None and slot.ready and slot.shape == x.shape:
+            if slot is not None and slot.ready:
                 st.record.skipped.append(name)
-                return "cached", slot.predict(float(st.step))
+                self.now = Now("cached", out=slot.predict(float(st.step)))
+                return
             # no usable output yet (e.g. Wan 2.2's second expert): run the whole backbone this step
-        if st.book_wants(name):
-            st.book_note(name, args, kwargs)
-        return ("run_last" if last else "run"), None
+        self.now = Now("keep", out=None) if last else OFF
 
-    @outside_graph
-    def _keep(self, x: torch.Tensor, out: Any) -> None:
-        st = self.st
-        slot = st.get(self._key, lambda: OutputSlot(self.config.approximator))
-        slot.update(float(st.step), out)
-        slot.shape = x.shape
+    def finish(self, st: CallState) -> None:
+        now, box = self.now, self.box
+        if now.mode == "keep" and now.out is not None:
+            st.get(self._key, lambda: OutputSlot(self.config.approximator)).update(float(st.step), now.out)
+        data = st.data(self.block.name)
+        for attr, key in (("score", "score"), ("score_ctx", "score.ctx"), ("entropy", "entropy")):
+            value = getattr(box, attr, None)
+            if value is not None:
+                data[key] = value
+        self.box = Now()
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        x = self.adapter.hidden_of(args, kwargs)
-        mode, cached = self._decide(x, args, kwargs)
-        if mode == "pass":
-            return self.adapter.block_io.pass_through(x, self.adapter.block_io.context_of(args, kwargs))
-        if mode == "cached":
-            return cached
+        now = self.now
+        if now.mode == "pass":
+            io = self.adapter.block_io
+            return io.pass_through(self.adapter.hidden_of(args, kwargs), io.context_of(args, kwargs))
+        if now.mode == "cached":
+            return now.out
         out = self.fn_ref.original_forward(*args, **kwargs)
-        if mode == "run_last":
-            self._keep(x, out)
+        if now.mode == "keep":
+            now.out = out
         return out
 
 
@@ -321,27 +323,36 @@ class CaptureHook(CallScopedHook):
     def __init__(self, contexts: ContextStates, block: BlockInfo, key: str, heads: int, full_only: bool) -> None:
         super().__init__(contexts)
         self.block, self.key, self.heads, self.full_only = block, key, heads, full_only
+        #: the hook of the block this projection sits in, whose scratch box it writes (set by the installer).
+        self.block_hook: BlockHook | None = None
 
-    @outside_graph
-    def _capture(self, out: torch.Tensor) -> None:
-        st = self.st
-        if st.active and (st.action.kind == "full" or not self.full_only) and out.ndim == 3:
-            data = st.data(self.block.name)
-            if self.key == "v":
-                data["score"] = T.vnorm_score(out.detach(), self.heads)
-            elif self.key == "v_ctx":  # text tokens of joint attention
-                data["score.ctx"] = T.vnorm_score(out.detach(), self.heads)
-            else:
-                data[self.key] = out.detach()
+    def prepare(self, st: CallState, call: StepCall) -> None:
+        capture = st.action.kind == "full" or not self.full_only
+        self.now = Now("capture", box=self.block_hook.box) if capture and self.block_hook is not None else OFF
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         out = self.fn_ref.original_forward(*args, **kwargs)
-        self._capture(out)
+        now = self.now
+        if now.mode == "capture" and out.ndim == 3:
+            if self.key == "v":
+                now.box.score = T.vnorm_score(out.detach(), self.heads)
+            elif self.key == "v_ctx":  # text tokens of joint attention
+                now.box.score_ctx = T.vnorm_score(out.detach(), self.heads)
+            elif self.key == "q":
+                now.box.q = out.detach()
+            else:
+                now.box.k = out.detach()
         return out
 
 
 class TokenModuleHook(CallScopedHook):
     """Token-wise caching of one token-level module (its pre-gate output per token).
+
+    Modes: ``"full"`` (compute every token and keep the output), ``"skip"`` (the approximator's output),
+    ``"partial"`` (compute the ``k`` tokens chosen in :meth:`prepare` and write them into the forecast).
+    Token choice is made before the call from the scores and staleness of the previous steps, which is
+    what the model's own call would have used: the scores are refreshed on full steps only (the
+    cross-attention entropy also on the fresh rows of partial steps, after the choice).
 
     Args:
         contexts: the per-context states.
@@ -353,6 +364,7 @@ class TokenModuleHook(CallScopedHook):
         spec: the method's resolved settings.
         config: the method config (its approximator fills the module's slot).
         heads / scale: of the attention module (unused for ``ff``).
+        inner: width of the attention's query projection (for the scores' MACs).
     """
 
     def __init__(
@@ -366,50 +378,25 @@ class TokenModuleHook(CallScopedHook):
         config: BaseConfig,
         heads: int = 1,
         scale: float = 1.0,
+        inner: int = 0,
     ) -> None:
         super().__init__(contexts)
         self.adapter, self.block, self.kind, self.name = adapter, block, role, name
-        self.spec, self.config, self.heads, self.scale = spec, config, heads, scale
+        self.spec, self.config, self.heads, self.scale, self.inner = spec, config, heads, scale, inner
         self.factor = block.layer_factor(spec.layer_weight) * spec.module_weight(role)
         self.partial = role in spec.partial_modules
         #: the role whose token choice this module copies (same block, same step), if any.
         self.leader = adapter.linked_roles.get(role)
+        #: the hook of that role in the same block (set by the installer; prepared before this one).
+        self.leader_hook: TokenModuleHook | None = None
+        #: the hook of the block this module sits in (set by the installer; prepared before this one).
+        self.block_hook: BlockHook | None = None
         self._slot = "slot." + name
 
-    # ---- helpers (all run outside compiled graphs) ----------------------------------------------
+    # ---- token choice (eager, before the call) -------------------------------------------------
     def fresh_tokens(self, ratio: float, n: int) -> int:
         """``k`` for a partial step of step ratio ``ratio`` (``R * f_step``) and ``n`` tokens."""
         return T.fresh_count(ratio * self.factor, n) if self.partial else 0
-
-    def _mask(self, kwargs: dict) -> torch.Tensor | None:
-        m = kwargs.get("attention_mask")
-        return m if isinstance(m, torch.Tensor) else None
-
-    def _entropy(self, st: CallState, kwargs: dict, rows: torch.Tensor | None = None) -> None:
-        """(attn2, cross_entropy) turn the captured q/k into entropies: all rows, or the fresh ``rows``."""
-        data = st.data(self.block.name)
-        q, k = data.pop("q", None), data.pop("k", None)
-        if q is None or k is None:
-            return
-        bias = self._mask(kwargs)
-        if bias is not None and (bias.shape[0] != q.shape[0] or bias.shape[-1] != k.shape[1]):
-            bias = None
-        if bias is not None and bias.ndim == 2:  # a keep/drop mask rather than an additive bias
-            bias = (1.0 - bias.float()) * -10000.0
-        ent = T.cross_attention_entropy(q, k, self.heads, self.scale, bias)
-        st.record.overhead_macs += float(q.shape[0] * q.shape[1] * k.shape[1] * q.shape[2])
-        if rows is None:
-            data["entropy"] = ent
-        elif "entropy" in data and data["entropy"].shape[0] == ent.shape[0]:
-            data["entropy"].scatter_(1, rows, ent)
-
-    def _attention_score(self, st: CallState) -> None:
-        data = st.data(self.block.name)
-        q, k = data.pop("q", None), data.pop("k", None)
-        if q is None or k is None:
-            return
-        data["score"] = T.attention_received_score(q, k, self.heads, self.scale)
-        st.record.overhead_macs += float(q.shape[0] * q.shape[1] * k.shape[1] * q.shape[2])
 
     def _base_score(self, st: CallState, b: int, n: int, device: torch.device) -> torch.Tensor:
         data, score = st.data(self.block.name), self.block.score
@@ -426,11 +413,10 @@ class TokenModuleHook(CallScopedHook):
             return torch.zeros(b, n, device=device)
         return s
 
-    def select(self, st: CallState, x: torch.Tensor, k: int) -> torch.Tensor:
+    def select(self, st: CallState, b: int, n: int, k: int, device: torch.device) -> torch.Tensor:
         """Indices ``(B, k)`` of the tokens to recompute; updates the staleness counters."""
-        b, n = x.shape[:2]
         spec, facts, data = self.spec, st.facts, st.data(self.block.name)
-        score = self._base_score(st, b, n, x.device)
+        score = self._base_score(st, b, n, device)
         cfg = facts.get("cfg", False)
         if spec.shares_cfg and b % 2 == 0:
             if isinstance(cfg, torch.Tensor):
@@ -440,7 +426,7 @@ class TokenModuleHook(CallScopedHook):
         stale_key = "stale." + self.kind
         stale = data.get(stale_key)
         if stale is None or tuple(stale.shape) != (b, n):
-            stale = data[stale_key] = torch.zeros(b, n, dtype=torch.int32, device=x.device)
+            stale = data[stale_key] = torch.zeros(b, n, dtype=torch.int32, device=device)
         total = score + T.staleness_term(stale, spec.staleness_weight, spec.staleness_norm)
         grid = facts.get("grid")
         if spec.spatial_bonus > 0 and grid is not None and grid[0] * grid[1] == n:
@@ -450,102 +436,134 @@ class TokenModuleHook(CallScopedHook):
         stale.scatter_(1, idx, 0)
         return idx
 
-    # ---- decisions and bookkeeping --------------------------------------------------------------
+    def _plan(self, st: CallState) -> tuple[bool, int, int]:
+        """``(computed whole before any choice, k, n)`` for this step (no side effects)."""
+        slot = st.objects.get(self._slot)
+        shape = st.data(self.block.name).get("shape." + self.kind)
+        if st.action.kind == "full" or slot is None or not slot.ready or shape is None:
+            return True, 0, 0
+        n = shape[1]
+        if self.leader_hook is not None:  # copy the leader's choice, if it makes one on these tokens
+            early, k, n_lead = self.leader_hook._plan(st)
+            return False, (k if not early and n_lead == n else 0), n
+        return False, self.fresh_tokens(st.action.ratio, n), n
+
+    def prepare(self, st: CallState, call: StepCall) -> None:
+        if self.block_hook is not None and self.block_hook.now.mode in ("pass", "cached"):
+            self.now = OFF  # its block does not run this step (DuCa aggressive)
+            return
+        early, k, n = self._plan(st)
+        data = st.data(self.block.name)
+        if early or k >= n:
+            st.record.computed_full.append(self.name)
+            self.now = Now("full", data=data, box=self.block_hook.box, out=None, shape=None, qk=None)
+            return
+        x = float(st.step)
+        slot = st.objects[self._slot]
+        if k == 0:
+            st.record.skipped.append(self.name)
+            self.now = Now("skip", out=slot.predict(x))
+            return
+        st.record.partial[self.name] = (k, n)
+        pred = slot.predict(x)
+        if self.leader_hook is not None:
+            idx = self.leader_hook.now.idx
+        else:
+            idx = self.select(st, data["shape." + self.kind][0], n, k, pred.device)
+        # reuse: the fresh rows go into the cache itself (in place, as the published code does); any other
+        # approximator gets them in finish(), so a forecast that is held state is written into a copy
+        inplace = slot.name == "reuse" and slot.shares(pred)
+        if not inplace and slot.shares(pred):
+            pred = pred.clone()
+        self.now = Now(
+            "partial", k=k, n=n, idx=idx, out=pred, rows=None, box=self.block_hook.box, qk=None, inplace=inplace,
+            entropy=data.get("entropy"),
+        )
+
+    def finish(self, st: CallState) -> None:
+        now, x = self.now, float(st.step)
+        if now.mode == "full":
+            if now.out is not None:
+                if isinstance(now.out, torch.Tensor):
+                    st.get(self._slot, self.config.approximator).update(x, now.out)
+                else:  # joint attention: (image, text) outputs, produced whole on partial steps
+                    st.get(self._slot, lambda: OutputSlot(self.config.approximator)).update(x, now.out)
+                data = now.data
+                data["shape." + self.kind] = now.shape
+                data.pop("stale." + self.kind, None)  # every token is fresh
+        elif now.mode == "partial" and not now.inplace and now.rows is not None:
+            st.objects[self._slot].update_rows(x, now.idx, now.rows)
+        if now.mode in ("full", "partial") and now.qk is not None:  # the score's matmul, as flop_counter counts it
+            b, nq, nk = now.qk
+            st.record.overhead_macs += float(b * nq * nk * self.inner)
+
+    # ---- inside the call (traced by torch.compile: reads ``now`` only) -------------------------
     def _shape_key(self, x: torch.Tensor, kwargs: dict) -> tuple:
         ctx = kwargs.get("encoder_hidden_states")
         return tuple(x.shape[:2]) if not isinstance(ctx, torch.Tensor) else (*x.shape[:2], *ctx.shape[:2])
 
-    def _choose(self, st: CallState, x: torch.Tensor, data: dict) -> tuple[int, torch.Tensor | None]:
-        """``(k, idx)``: this module's fresh-token count and choice (``idx`` None when ``k`` is 0 or ``n``)."""
-        n = x.shape[1]
-        if self.leader is not None:  # copy the leader's choice of this step, if it made one on these tokens
-            choice = data.get("choice." + self.leader)
-            if choice is None or choice[0] != st.step or choice[1] != n:
-                return 0, None
-            return choice[2], choice[3]
-        k = self.fresh_tokens(st.action.ratio, n)
-        idx = self.select(st, x, k) if 0 < k < n else None
-        data["choice." + self.kind] = (st.step, n, k, idx)
-        return k, idx
+    def _mask(self, kwargs: dict) -> torch.Tensor | None:
+        m = kwargs.get("attention_mask")
+        return m if isinstance(m, torch.Tensor) else None
 
-    @outside_graph
-    def _decide(self, x: torch.Tensor, args: tuple, kwargs: dict) -> tuple[str, Any]:
-        """``("off" | "full", None)``, ``("skip", output)`` or ``("partial", idx)`` for this call."""
-        st = self.st
-        if not st.active:
-            return "off", None
-        slot = st.objects.get(self._slot)
-        data = st.data(self.block.name)
-        shape = data.get("shape." + self.kind)
-        if st.action.kind == "full" or slot is None or not slot.ready or shape != self._shape_key(x, kwargs):
-            data.pop("choice." + self.kind, None)
-            self._note_full(st, args, kwargs)
-            return "full", None
-        n = x.shape[1]
-        k, idx = self._choose(st, x, data)
-        if k >= n:
-            self._note_full(st, args, kwargs)
-            return "full", None
-        if k == 0:
-            st.record.skipped.append(self.name)
-            return "skip", slot.predict(float(st.step))
-        st.record.partial[self.name] = (k, n)
-        if st.book_wants(self.name, k):
-            meta = torch.empty((x.shape[0], k, *x.shape[2:]), dtype=x.dtype, device="meta")
-            args_k, kwargs_k = self.adapter.with_hidden(args, kwargs, meta)
-            if self.kind == "attn1":
-                kwargs_k["encoder_hidden_states"] = x
-            st.book_note(self.name, args_k, kwargs_k, k)
-        return "partial", idx
+    def _entropy(self, now: Now, kwargs: dict, rows: torch.Tensor | None = None) -> None:
+        """(attn2, cross_entropy) turn the captured q/k into entropies: all rows, or the fresh ``rows``."""
+        box = now.box
+        q, k = box.q, box.k
+        box.q = box.k = None
+        if q is None or k is None:
+            return
+        bias = self._mask(kwargs)
+        if bias is not None and (bias.shape[0] != q.shape[0] or bias.shape[-1] != k.shape[1]):
+            bias = None
+        if bias is not None and bias.ndim == 2:  # a keep/drop mask rather than an additive bias
+            bias = (1.0 - bias.float()) * -10000.0
+        ent = T.cross_attention_entropy(q, k, self.heads, self.scale, bias)
+        now.qk = (q.shape[0], q.shape[1], k.shape[1])
+        if rows is None:
+            box.entropy = ent
+        elif now.entropy is not None and now.entropy.shape[0] == ent.shape[0]:
+            now.entropy.scatter_(1, rows, ent)
 
-    def _note_full(self, st: CallState, args: tuple, kwargs: dict) -> None:
-        if st.book_wants(self.name):
-            st.book_note(self.name, args, kwargs)
-        st.record.computed_full.append(self.name)
-
-    @outside_graph
-    def _keep_full(self, x: torch.Tensor, out: Any, kwargs: dict) -> None:
-        st = self.st
-        per_token = isinstance(out, torch.Tensor) and out.shape[:2] == x.shape[:2]
-        joint = isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out)
-        if per_token or joint:  # joint attention: (image, text) outputs, produced whole on partial steps
-            if per_token:
-                st.get(self._slot, self.config.approximator).update(float(st.step), out)
-            else:
-                st.get(self._slot, lambda: OutputSlot(self.config.approximator)).update(float(st.step), out)
-            data = st.data(self.block.name)
-            data["shape." + self.kind] = self._shape_key(x, kwargs)
-            data.pop("stale." + self.kind, None)  # every token is fresh
-        if self.kind == "attn1" and self.block.score == "attention":
-            self._attention_score(st)
-        elif self.kind == "attn2" and self.block.score == "cross_entropy":
-            self._entropy(st, kwargs)
-
-    @outside_graph
-    def _keep_partial(self, idx: torch.Tensor, rows: torch.Tensor, kwargs: dict) -> torch.Tensor:
-        st = self.st
-        slot, x = st.objects[self._slot], float(st.step)
-        slot.update_rows(x, idx, rows)  # reuse: the fresh rows scattered into the cache, in place
-        out = slot.predict(x)
-        if self.kind == "attn2" and self.block.score == "cross_entropy":
-            self._entropy(st, kwargs, idx)
-        return out
+    def _attention_score(self, now: Now) -> None:
+        box = now.box
+        q, k = box.q, box.k
+        box.q = box.k = None
+        if q is None or k is None:
+            return
+        box.score = T.attention_received_score(q, k, self.heads, self.scale)
+        now.qk = (q.shape[0], q.shape[1], k.shape[1])
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        x = self.adapter.hidden_of(args, kwargs)
-        mode, extra = self._decide(x, args, kwargs)
-        if mode == "skip":
-            return extra
-        if mode != "partial":
+        now = self.now
+        if now.mode == "skip":
+            return now.out
+        if now.mode != "partial":
             out = self.fn_ref.original_forward(*args, **kwargs)
-            if mode == "full":
-                self._keep_full(x, out, kwargs)
+            if now.mode == "full":
+                x = self.adapter.hidden_of(args, kwargs)
+                per_token = isinstance(out, torch.Tensor) and out.shape[:2] == x.shape[:2]
+                joint = isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out)
+                if per_token or joint:
+                    now.out, now.shape = out, self._shape_key(x, kwargs)
+                if self.kind == "attn1" and self.block.score == "attention":
+                    self._attention_score(now)
+                elif self.kind == "attn2" and self.block.score == "cross_entropy":
+                    self._entropy(now, kwargs)
             return out
-        args_k, kwargs_k = self.adapter.with_hidden(args, kwargs, T.gather_tokens(x, extra))
+        x = self.adapter.hidden_of(args, kwargs)
+        idx = now.idx
+        args_k, kwargs_k = self.adapter.with_hidden(args, kwargs, T.gather_tokens(x, idx))
         if self.kind == "attn1":  # partial-query self-attention: selected queries, every key and value
             kwargs_k["encoder_hidden_states"] = x
         rows = self.fn_ref.original_forward(*args_k, **kwargs_k)
-        return self._keep_partial(extra, rows, kwargs)
+        out = now.out
+        out.scatter_(1, idx.view(*idx.shape, *([1] * (rows.dim() - 2))).expand(rows.shape), rows.to(out.dtype))
+        if not now.inplace:
+            now.rows = rows
+        if self.kind == "attn2" and self.block.score == "cross_entropy":
+            self._entropy(now, kwargs, idx)
+        return out
 
 
 # ================================================================================================
@@ -569,6 +587,20 @@ def _scale(mod: torch.nn.Module, heads: int) -> float:
     to_q = getattr(mod, "to_q", None)
     dim = getattr(to_q, "out_features", None)
     return float((dim // max(heads, 1)) ** -0.5) if dim else 1.0
+
+
+def _subset_inputs(adapter: ModelAdapter, role: str) -> Any:
+    """How a module's (meta) inputs on ``k`` of its tokens follow from its full inputs (for the MAC book)."""
+
+    def make(args: tuple, kwargs: dict, k: int) -> tuple[tuple, dict]:
+        x = adapter.hidden_of(args, kwargs)
+        meta = torch.empty((x.shape[0], k, *x.shape[2:]), dtype=x.dtype, device="meta")
+        args_k, kwargs_k = adapter.with_hidden(args, kwargs, meta)
+        if role == "attn1":
+            kwargs_k["encoder_hidden_states"] = x
+        return args_k, kwargs_k
+
+    return make
 
 
 def _check_partial(
@@ -610,15 +642,28 @@ def install_token_cache(handle: Handle, adapter: ModelAdapter, cfg: TransformerM
             if score == "cross_entropy" and "attn2" not in modules:
                 score = "vnorm"
             info = BlockInfo(prefix + name, layer, len(blocks), score)
-            handle.register(blk, BlockHook(contexts, adapter, info, cfg), "dit_block")
-            for role, (a, mod) in modules.items():
+            block_hook = BlockHook(contexts, adapter, info, cfg)
+            handle.register(blk, block_hook, "dit_block")
+            hooks: dict[str, TokenModuleHook] = {}
+            # leaders first: a module that copies another's token choice is prepared after it
+            for role, (a, mod) in sorted(modules.items(), key=lambda kv: kv[0] in adapter.linked_roles):
                 heads = int(getattr(mod, "heads", 1) or 1)
                 path = f"{prefix}{name}.{a}"
-                hook = TokenModuleHook(contexts, adapter, info, role, path, spec, cfg, heads, _scale(mod, heads))
+                inner = int(getattr(getattr(mod, "to_q", None), "out_features", 0) or 0)
+                hook = TokenModuleHook(
+                    contexts, adapter, info, role, path, spec, cfg, heads, _scale(mod, heads), inner
+                )
+                hooks[role] = hook
                 # a Linear (FLUX single blocks' proj_mlp / proj_out) is what LoRA wraps and unwraps: follow its path
                 linear = isinstance(mod, torch.nn.Linear) or hasattr(mod, "base_layer")
                 handle.register(mod, hook, "dit_module", follow=f"{name}.{a}" if linear else None)
                 handle.token_modules[path] = role
+                if handle.book is not None:
+                    handle.book.variant(path, _subset_inputs(adapter, role))
+            for hook in hooks.values():
+                hook.block_hook = block_hook
+                if hook.leader is not None:
+                    hook.leader_hook = hooks.get(hook.leader)
             if not scoring:
                 continue
             # The projections are leaf layers that LoRA loaded after apply wraps: the hooks follow their paths.
@@ -627,6 +672,7 @@ def install_token_cache(handle: Handle, adapter: ModelAdapter, cfg: TransformerM
                     continue
                 a, mod = modules[role]
                 hook = CaptureHook(contexts, info, key, int(getattr(mod, "heads", 1) or 1), full_only)
+                hook.block_hook = block_hook
                 handle.register(getattr(mod, proj), hook, "dit_capture", follow=f"{name}.{a}.{proj}")
     lasts = {attr: f"{prefix}{attr}.{len(blocks) - 1}" for attr, blocks in stacks}
-    handle.register(model, DenoiserHook(contexts, adapter, lasts), "dit")
+    handle.first.append(StepFacts(adapter, lasts))

@@ -19,7 +19,7 @@ import torch
 
 from ..core import tokens as T
 from ..core.config import BaseConfig, CachingConfig, _fail
-from ..core.hooks import CallScopedHook, Handle, OutputSlot, outside_graph
+from ..core.hooks import OFF, CallScopedHook, Handle, Now, OutputSlot, StepCall
 from ..core.rng import SeededNoise
 from ..core.state import ContextStates
 
@@ -121,37 +121,40 @@ class OutputReuseHook(CallScopedHook):
         super().__init__(contexts)
         self.config = config
 
-    @outside_graph
-    def _reused(self, args: tuple, kwargs: dict) -> Any:
-        st = self.st
-        slot = st.get(_OUTPUT, lambda: OutputSlot(self.config.approximator))
-        if st.action.kind == "reuse" and slot.ready:
+    def prepare(self, st: Any, call: StepCall) -> None:
+        slot = st.objects.get(_OUTPUT)
+        if st.action.kind == "reuse" and slot is not None and slot.ready:
             from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
-            sample, as_tuple = slot.predict(float(st.step)), slot.as_tuple
-            return (sample.clone(),) if as_tuple else UNet2DConditionOutput(sample=sample.clone())
-        return None
+            sample = slot.predict(float(st.step)).clone()
+            self.now = Now("reuse", out=(sample,) if slot.as_tuple else UNet2DConditionOutput(sample=sample))
+            return
+        self.now = Now("keep", out=None)
 
-    @outside_graph
-    def _keep(self, out: Any) -> None:
-        st = self.st
+    def finish(self, st: Any) -> None:
+        now = self.now
+        if now.mode != "keep" or now.out is None:
+            return
         slot = st.get(_OUTPUT, lambda: OutputSlot(self.config.approximator))
-        sample = _sample_of(out)
+        sample = _sample_of(now.out)
         slot.update(float(st.step), sample)
-        slot.as_tuple = isinstance(out, tuple)
+        slot.as_tuple = isinstance(now.out, tuple)
         st.get(_TRACKER, DiffScoreTracker).push(sample)
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        prev = self._reused(args, kwargs)
-        if prev is not None:
-            return prev
+        now = self.now
+        if now.mode == "reuse":
+            return now.out
         out = self.fn_ref.original_forward(*args, **kwargs)
-        self._keep(out)
+        if now.mode == "keep":
+            now.out = out
         return out
 
 
 class BranchSkipHook(CallScopedHook):
     """Produce a unit's output from its slot when a partial step's branch is shallower than the unit.
+
+    Modes: ``"skip"`` (the approximator's output), ``"keep"`` (a full step: run and keep the output).
 
     Args:
         contexts: the per-context states.
@@ -164,32 +167,39 @@ class BranchSkipHook(CallScopedHook):
         super().__init__(contexts)
         self.name, self.index, self.config = name, index, config
         self._key = "skip." + name
+        #: the branch-skip hooks of the blocks around this unit (set by the installer).
+        self.enclosing: list[BranchSkipHook] = []
 
-    @outside_graph
-    def _skipped(self) -> Any:
-        st = self.st
+    def skips(self, st: Any) -> bool:
+        """Whether this step produces the unit's output from its slot (no side effects)."""
         a = st.action
-        if a.kind == "partial" and self.index >= a.depth:
-            slot = st.objects.get(self._key)
-            if slot is not None and slot.ready:
-                st.record.skipped.append(self.name)
-                return slot.predict(float(st.step))
-        return None
+        if a.kind != "partial" or self.index < a.depth:
+            return False
+        slot = st.objects.get(self._key)
+        return slot is not None and slot.ready
 
-    @outside_graph
-    def _store(self, out: Any, args: tuple, kwargs: dict) -> None:
-        st = self.st
-        if st.action.kind == "full":
-            st.get(self._key, lambda: OutputSlot(self.config.approximator)).update(float(st.step), out)
-            if st.book_wants(self.name):
-                st.book_note(self.name, args, kwargs)
+    def prepare(self, st: Any, call: StepCall) -> None:
+        if any(h.skips(st) for h in self.enclosing):
+            self.now = OFF  # the block around it is skipped: this unit does not run
+            return
+        if self.skips(st):
+            st.record.skipped.append(self.name)
+            self.now = Now("skip", out=st.objects[self._key].predict(float(st.step)))
+            return
+        self.now = Now("keep", out=None) if st.action.kind == "full" else OFF
+
+    def finish(self, st: Any) -> None:
+        now = self.now
+        if now.mode == "keep" and now.out is not None:
+            st.get(self._key, lambda: OutputSlot(self.config.approximator)).update(float(st.step), now.out)
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        cached = self._skipped()
-        if cached is not None:
-            return cached
+        now = self.now
+        if now.mode == "skip":
+            return now.out
         out = self.fn_ref.original_forward(*args, **kwargs)
-        self._store(out, args, kwargs)
+        if now.mode == "keep":
+            now.out = out
         return out
 
 
@@ -197,8 +207,8 @@ class PrunedSelfAttentionHook(CallScopedHook):
     """Run self-attention on the kept tokens only and copy outputs to the pruned tokens.
 
     Base tokens (one per ``s x s`` patch) come from the DiffScore (or at random for ToMe-like
-    pruning); the ``r*N`` non-base tokens most similar to their nearest base token are pruned.
-    Queries, keys and values all come from the kept tokens.
+    pruning), chosen before the call; the ``r*N`` non-base tokens most similar to their nearest base
+    token are pruned. Queries, keys and values all come from the kept tokens.
 
     Args:
         contexts: the per-context states.
@@ -210,17 +220,19 @@ class PrunedSelfAttentionHook(CallScopedHook):
     def __init__(self, contexts: ContextStates, name: str, grid: Any, spec: PruneSpec) -> None:
         super().__init__(contexts)
         self.name, self.grid, self.spec = name, grid, spec
+        #: the branch-skip hooks of the units around this module (set by the installer; prepared first).
+        self.enclosing: list[BranchSkipHook] = []
 
-    def _base(self, st: Any, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        spec, b, n = self.spec, x.shape[0], x.shape[1]
-        gen = st.get("unet.noise", lambda: SeededNoise(spec.seed)).get(x.device)
-        noise = torch.randn(b, n, generator=gen, device=x.device)
+    def _base(self, st: Any, b: int, n: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+        spec = self.spec
+        gen = st.get("unet.noise", lambda: SeededNoise(spec.seed)).get(device)
+        noise = torch.randn(b, n, generator=gen, device=device)
         score = None if spec.base_selection == "random" else st.get(_TRACKER, DiffScoreTracker).pooled(h, w)
         if score is None or score.shape[0] != b:
             score = noise
         else:
             if spec.random_sign:  # a sign flip with probability 0.5, drawn on the device (no host sync)
-                flip = torch.rand(1, generator=gen, device=x.device) < 0.5
+                flip = torch.rand(1, generator=gen, device=device) < 0.5
                 score = torch.where(flip, -score, score)
             score = spec.score_weight * score + spec.score_noise * noise
         base = T.patch_argmax(score, h, w, spec.patch_size)
@@ -228,39 +240,53 @@ class PrunedSelfAttentionHook(CallScopedHook):
             base[b // 2 :] = base[: b // 2]
         return base
 
-    @outside_graph
-    def _plan(self, hidden_states: torch.Tensor, args: tuple, kwargs: dict) -> Any:
-        st = self.st
-        is_self = (args[0] if args else kwargs.get("encoder_hidden_states")) is None
-        mask = args[1] if len(args) > 1 else kwargs.get("attention_mask")
-        n = hidden_states.shape[1]
+    def prepare(self, st: Any, call: StepCall) -> None:
+        if st.action.kind == "reuse" or any(h.skips(st) for h in self.enclosing):
+            self.now = OFF  # the whole output is reused, or its unit is skipped: the module does not run
+            return
+        shape, _dtype, device = st.key
+        h, w = self.grid(shape)
+        n = h * w
         num_prune = int(n * st.action.ratio)
-        if num_prune == 0 or not is_self or mask is not None or hidden_states.ndim != 3:
+        if num_prune == 0:
+            self.now = Now("whole", ran=False)
+            return
+        base = self._base(st, shape[0], n, h, w, device)
+        self.now = Now("prune", n=n, h=h, w=w, base=base, num_prune=num_prune, kept=None, macs=0.0, ran=False)
+
+    def finish(self, st: Any) -> None:
+        now = self.now
+        if now.mode == "prune" and now.kept is not None:
+            st.record.partial[self.name] = (now.kept, now.n)
+            st.record.overhead_macs += now.macs
+        elif now.mode != "off" and now.ran:  # ran whole (no pruning this step, or not a plain self-attention)
             st.record.computed_full.append(self.name)
-            return None
-        h, w = self.grid(st.key[0])
-        if h * w != n:
-            raise RuntimeError(f"{self.name}: {n} tokens do not match the {h}x{w} grid of its level")
-        base = self._base(st, hidden_states, h, w)
-        kept, src, macs = T.select_pruned(hidden_states, base, num_prune, self.spec.recovery)
-        rec = st.record
-        rec.partial[self.name] = (kept.shape[1], n)
-        rec.overhead_macs += macs
-        if st.book_wants(self.name):
-            st.book_note(self.name, (hidden_states, *args), kwargs)
-        if st.book_wants(self.name, kept.shape[1]):
-            b, _, c = hidden_states.shape
-            x_meta = torch.empty((b, kept.shape[1], c), dtype=hidden_states.dtype, device="meta")
-            st.book_note(self.name, (x_meta, *args), kwargs, kept.shape[1])
-        return kept, src
 
     def new_forward(self, module: torch.nn.Module, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        plan = self._plan(hidden_states, args, kwargs)
-        if plan is None:
+        now = self.now
+        is_self = (args[0] if args else kwargs.get("encoder_hidden_states")) is None
+        mask = args[1] if len(args) > 1 else kwargs.get("attention_mask")
+        if now.mode != "prune" or not is_self or mask is not None or hidden_states.ndim != 3:
+            if now.mode != "off":
+                now.ran = True
             return self.fn_ref.original_forward(hidden_states, *args, **kwargs)
-        kept, src = plan
+        if hidden_states.shape[1] != now.n or hidden_states.shape[0] != now.base.shape[0]:
+            raise RuntimeError(
+                f"{self.name}: {hidden_states.shape[1]} tokens do not match the {now.h}x{now.w} grid of its level"
+            )
+        kept, src, macs = T.select_pruned(hidden_states, now.base, now.num_prune, self.spec.recovery)
+        now.kept, now.macs = kept.shape[1], macs
         y_kept = self.fn_ref.original_forward(T.gather_tokens(hidden_states, kept), *args, **kwargs)
         return T.gather_tokens(y_kept, src)
+
+
+def _kept_inputs(args: tuple, kwargs: dict, k: int) -> tuple[tuple, dict]:
+    """A pruned self-attention's (meta) inputs on its ``k`` kept tokens (for the MAC book)."""
+    x = args[0] if args else kwargs["hidden_states"]
+    meta = torch.empty((x.shape[0], k, *x.shape[2:]), dtype=x.dtype, device="meta")
+    if args:
+        return (meta, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": meta}
 
 
 def install_unet_branch(handle: Handle, adapter: Any, cfg: UNetMethodConfig) -> None:
@@ -270,6 +296,7 @@ def install_unet_branch(handle: Handle, adapter: Any, cfg: UNetMethodConfig) -> 
     down, up, n_in = units(unet)
     cfg.check_model(adapter, unet)
     depths = {a.depth for a in cfg.plan(max(len(getattr(cfg, "cache_plan", [])), 50)) if a.kind == "partial"}
+    skips: dict[str, BranchSkipHook] = {}
     if depths:
         dmin = min(depths)
         blocks: dict[str, list[int]] = {}
@@ -277,12 +304,17 @@ def install_unet_branch(handle: Handle, adapter: Any, cfg: UNetMethodConfig) -> 
             for nm in names:
                 blocks.setdefault(".".join(nm.split(".")[:2]), []).append(idx)
                 if idx >= dmin:
-                    handle.register(unet.get_submodule(nm), BranchSkipHook(contexts, nm, idx, cfg), "skip")
+                    skips[nm] = BranchSkipHook(contexts, nm, idx, cfg)
+                    handle.register(unet.get_submodule(nm), skips[nm], "skip")
         for block, idxs in blocks.items():
             if min(idxs) >= dmin:
-                handle.register(unet.get_submodule(block), BranchSkipHook(contexts, block, min(idxs), cfg), "skip")
+                skips[block] = BranchSkipHook(contexts, block, min(idxs), cfg)
+                handle.register(unet.get_submodule(block), skips[block], "skip")
+        for nm, hook in skips.items():
+            hook.enclosing = [h for unit, h in skips.items() if nm.startswith(unit + ".")]
         if unet.mid_block is not None:
-            handle.register(unet.mid_block, BranchSkipHook(contexts, "mid_block", n_in, cfg), "skip")
+            skips["mid_block"] = BranchSkipHook(contexts, "mid_block", n_in, cfg)
+            handle.register(unet.mid_block, skips["mid_block"], "skip")
 
     spec = cfg.prune_spec()
     levels = spec.levels if spec.levels is not None else adapter.facts["auto_prune_levels"](unet)
@@ -292,7 +324,11 @@ def install_unet_branch(handle: Handle, adapter: Any, cfg: UNetMethodConfig) -> 
         def grid(shape: tuple, lvl: int = lvl) -> tuple[int, int]:
             return level_grid(shape, lvl)
 
-        handle.register(unet.get_submodule(name), PrunedSelfAttentionHook(contexts, name, grid, spec), "prune")
+        hook = PrunedSelfAttentionHook(contexts, name, grid, spec)
+        hook.enclosing = [h for unit, h in skips.items() if name.startswith(unit + ".")]
+        handle.register(unet.get_submodule(name), hook, "prune")
         handle.token_modules[name] = "attn1"
+        if handle.book is not None:
+            handle.book.variant(name, _kept_inputs)
 
     handle.register(unet, OutputReuseHook(contexts, cfg), "reuse")
