@@ -16,7 +16,8 @@ def test_fields_round_trip_and_bad_values_name_the_field(cls, tmp_path):
     cfg = cls.preset("balanced", forecast="taylor", forecast_order=2, cache_dtype="bfloat16")
     assert tc.load_config(cfg.save(tmp_path / "c.yaml")) == cfg
     assert cls.preset("balanced").forecast == "none"
-    bad = ((dict(forecast="cubic"), "forecast"), (dict(forecast=[]), "forecast"), (dict(forecast="taylor", forecast_order=4), "forecast_order"),
+    bad = ((dict(forecast="cubic"), "forecast"), (dict(forecast=[]), "forecast"),
+           (dict(forecast="taylor", forecast_order=4), "forecast_order"),
            (dict(forecast_order=-1), "forecast_order"), (dict(cache_dtype="int8"), "cache_dtype"))
     for kw, field in bad:
         with pytest.raises(ValueError, match=rf"{cls.__name__}\.{field}.*(allowed|must be)"):
