@@ -37,6 +37,9 @@ class BaseConfig:
     #: "transformer" blocks with token-level modules).
     structures: ClassVar[tuple[str, ...]] = ()
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: the authors' published recipes, by name (``"paper-dit"``, ...): loaded with :meth:`preset` like the
+    #: presets, but not part of "every preset" of the benchmarks, demo and test matrix.
+    PAPERS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -95,7 +98,8 @@ class BaseConfig:
         """Build a config from a named preset, optionally overriding fields.
 
         Args:
-            name: one of ``cls.PRESETS`` (``"quality"``, ``"balanced"``, ``"fast"``).
+            name: one of ``cls.PRESETS`` (``"quality"``, ``"balanced"``, ``"fast"``) or of ``cls.PAPERS``
+                (the authors' published recipes, e.g. ``"paper-dit"``; see ``docs/transformers.md``).
             **overrides: fields to change after the preset is applied.
 
         Returns:
@@ -104,9 +108,10 @@ class BaseConfig:
         Example:
             >>> cfg = DaToConfig.preset("balanced", patch_size=2)
         """
-        if name not in cls.PRESETS:
-            raise ValueError(f"{cls.__name__}.preset name={name!r} is unknown; allowed: {sorted(cls.PRESETS)}")
-        kwargs = {**cls.PRESETS[name], **overrides}
+        named = {**cls.PRESETS, **cls.PAPERS}
+        if name not in named:
+            raise ValueError(f"{cls.__name__}.preset name={name!r} is unknown; allowed: {sorted(named)}")
+        kwargs = {**named[name], **overrides}
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:

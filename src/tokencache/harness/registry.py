@@ -82,8 +82,9 @@ def parse_method(spec: str, default_preset: str | None = "balanced", what: str =
     preset = preset or default_preset
     if preset is None:
         return cls()
-    if preset not in cls.PRESETS:
-        raise ValueError(f"{what}{spec!r}: preset {preset!r} is unknown for {method!r}; allowed: {presets_of(method)}")
+    if preset not in cls.PRESETS and preset not in cls.PAPERS:
+        allowed = presets_of(method) + sorted(cls.PAPERS)
+        raise ValueError(f"{what}{spec!r}: preset {preset!r} is unknown for {method!r}; allowed: {allowed}")
     return cls.preset(preset)
 
 

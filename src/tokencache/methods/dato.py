@@ -28,6 +28,21 @@ def _fast_plan() -> list[str | int]:
     return plan
 
 
+#: ``search_old``, the most aggressive cache strategy the DaTo authors evaluated with DaTo on COCO-30k
+#: (EvelynZhang-epiclab/DaTo ``sd1/.ipynb_checkpoints/run_command8/9``): one value per UNet call after the
+#: first, 12 = full, 1 = the shallowest branch, 0 = the previous noise prediction.
+AUTHORS_STRATEGY: tuple[int, ...] = (
+    1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 12, 1, 0, 0, 0, 1, 1, 0, 1, 0, 12, 0,
+    0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 12, 0, 0, 0, 0, 0, 0, 1, 0, 1, 12, 0, 1, 0, 1,
+)
+
+
+def _authors_plan() -> list[str | int]:
+    """The authors' strategy on diffusers' 50 calls: call 0 full, then its first 49 values (PLMS made 51)."""
+    code = {12: "full", 1: 1, 0: "reuse"}
+    return ["full", *(code[v] for v in AUTHORS_STRATEGY[:49])]
+
+
 def _uniform_plan(interval: int, depth: int, n: int = 50) -> list[str | int]:
     return ["full" if i % interval == 0 else depth for i in range(n)]
 
@@ -62,6 +77,14 @@ class DaToConfig(UNetMethodConfig):
         "quality": {"cache_plan": _uniform_plan(3, 2), "prune_ratio": 0.3},
         "balanced": {"cache_plan": _uniform_plan(5, 1), "prune_ratio": 0.4},
         "fast": {"cache_plan": _fast_plan(), "prune_ratio": 0.4},
+    }
+    PAPERS: ClassVar[dict[str, dict[str, Any]]] = {
+        # the authors' SD 1.5 run of that strategy with DaTo (run_command9: r=0.4, align_cfg, gamma 1,
+        # alpha 0.1) and their code's selection details (random sign flip, nearest-kept recovery)
+        "paper-sd15": {
+            "cache_plan": _authors_plan(), "prune_ratio": 0.4, "align_cfg": True, "score_weight": 1.0,
+            "score_noise": 0.1, "random_sign": True, "recovery": "kept",
+        },
     }
 
     cache_plan: list[Any] = field(default_factory=lambda: _uniform_plan(5, 1))

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from ..core.config import _fail
 from ..core.schedule import StepAction
-from .token_cache import DUCA_LETTERS, TokenCacheFields, TokenCacheSpec, cycle_plan
+from .token_cache import DUCA_LETTERS, TokenCacheFields, TokenCacheSpec, authors_plan, cycle_plan
 
 
 @dataclass
@@ -20,7 +20,10 @@ class DuCaConfig(TokenCacheFields):
             from the previous computed step, the model's input and output layers still run with the
             current timestep). It must start with ``F``. The authors' patterns are ``"FCA"`` (PixArt),
             ``"FAC"``, ``"FCAC"`` and ``"FACAC"`` (DiT).
-        **others: as in :class:`ToCaConfig`; the staleness term is normalised by ``len(cycle)``.
+        **others: as in :class:`ToCaConfig`; the staleness term is normalised by ``len(cycle)``. With
+            ``schedule="authors-dit"`` / ``"authors-pixart"`` the authors' step-dependent schedule runs with
+            ``N = len(cycle)`` (conservative at odd ``s % I``, aggressive at even), and the cycle's letters
+            are not used. ``DuCaConfig.preset("paper-dit")`` is the authors' DiT-XL/2 recipe.
     """
 
     method: ClassVar[str] = "duca"
@@ -28,6 +31,15 @@ class DuCaConfig(TokenCacheFields):
         "quality": {"cycle": "FCA", "first_full_steps": 2, "fresh_ratio": 0.2},
         "balanced": {"cycle": "FCAC", "first_full_steps": 2, "fresh_ratio": 0.1},
         "fast": {"cycle": "FACAC", "first_full_steps": 1, "fresh_ratio": 0.1},
+    }
+    PAPERS: ClassVar[dict[str, dict[str, Any]]] = {
+        # Shenyi-Z/DuCa DuCa-DiT README: N=3, R=0.05, ratio scheduler ToCa, attention score, 50 DDIM steps
+        "paper-dit": {
+            "schedule": "authors-dit", "cycle": "FCA", "first_full_steps": 1, "fresh_ratio": 0.05,
+            "layer_weight": -0.2, "module_weights": {"attn1": 1.0, "attn2": 0.6, "ff": 2.5, "ff_context": 1.6},
+            "partial_modules": ["ff"], "score": "attention", "staleness_weight": 0.25,
+            "spatial_grid": 2, "spatial_bonus": 0.8,
+        },
     }
 
     cycle: str = "FCA"
@@ -45,6 +57,8 @@ class DuCaConfig(TokenCacheFields):
 
     def plan(self, num_steps: int) -> list[StepAction]:
         ratio, weight = float(self.fresh_ratio), float(self.step_weight)
+        if self.schedule != "cycle":  # the authors' schedule, N = len(cycle)
+            return authors_plan(self.schedule, len(self.cycle), ratio, num_steps, dual=True)
         return cycle_plan(self.cycle, self.first_full_steps, num_steps, ratio, weight)
 
     def spec(self) -> TokenCacheSpec:

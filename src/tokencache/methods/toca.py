@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..core.schedule import StepAction
-from .token_cache import TokenCacheFields, TokenCacheSpec, cycle_plan
+from .token_cache import TokenCacheFields, TokenCacheSpec, authors_plan, cycle_plan
 
 
 @dataclass
@@ -45,6 +45,14 @@ class ToCaConfig(TokenCacheFields):
             averaged over the halves). ``None`` follows the authors' code: shared for every score except
             ``"attention"``.
         seed: seed of tokencache's own generator for ``"random"`` (never the user's generator).
+        schedule: ``"cycle"`` (a full step every ``interval`` steps after ``first_full_steps``) or the
+            authors' step-dependent schedule with ``N = interval``: ``"authors-dit"`` / ``"authors-pixart"``
+            (see :func:`~tokencache.methods.token_cache.authors_plan`; ``step_weight`` is then replaced
+            by the authors' step factor).
+
+    The named recipes ``ToCaConfig.preset("paper-dit")`` (DiT-XL/2, 50 DDIM steps, CFG 1.5) and
+    ``preset("paper-pixart")`` (PixArt-alpha 256, 20 DPM-Solver++ steps, CFG 4.5) are the authors'
+    published settings (``docs/transformers.md``).
     """
 
     method: ClassVar[str] = "toca"
@@ -52,6 +60,22 @@ class ToCaConfig(TokenCacheFields):
         "quality": {"interval": 3, "first_full_steps": 3, "fresh_ratio": 0.2},
         "balanced": {"interval": 4, "first_full_steps": 2, "fresh_ratio": 0.1},
         "fast": {"interval": 5, "first_full_steps": 1, "fresh_ratio": 0.1},
+    }
+    PAPERS: ClassVar[dict[str, dict[str, Any]]] = {
+        # Shenyi-Z/ToCa DiT-ToCa README: N=3, R=0.07, ratio scheduler ToCa-ddim50, attention score
+        "paper-dit": {
+            "schedule": "authors-dit", "interval": 3, "first_full_steps": 1, "fresh_ratio": 0.07,
+            "layer_weight": -0.2, "module_weights": {"attn1": 1.0, "attn2": 0.6, "ff": 2.5, "ff_context": 1.6},
+            "partial_modules": ["ff"], "score": "attention", "staleness_weight": 0.25,
+            "spatial_grid": 2, "spatial_bonus": 0.6,
+        },
+        # PixArt-alpha-ToCa README: N=3, R=0.30, cross-attention entropy score
+        "paper-pixart": {
+            "schedule": "authors-pixart", "interval": 3, "first_full_steps": 1, "fresh_ratio": 0.30,
+            "layer_weight": 0.6, "module_weights": {"attn1": 1.0, "attn2": 0.6, "ff": 1.6, "ff_context": 1.6},
+            "partial_modules": ["attn2", "ff"], "score": "cross_entropy", "staleness_weight": 0.25,
+            "spatial_grid": 4, "spatial_bonus": 0.4,
+        },
     }
 
     interval: int = 3
@@ -61,6 +85,8 @@ class ToCaConfig(TokenCacheFields):
         self._validate_token_fields()
 
     def plan(self, num_steps: int) -> list[StepAction]:
+        if self.schedule != "cycle":  # the authors' schedule, N = interval
+            return authors_plan(self.schedule, self.interval, float(self.fresh_ratio), num_steps, dual=False)
         cycle = "F" + "C" * (self.interval - 1)
         return cycle_plan(cycle, self.first_full_steps, num_steps, float(self.fresh_ratio), float(self.step_weight))
 

@@ -118,6 +118,51 @@ def cycle_plan(cycle: str, first_full: int, num_steps: int, ratio: float, step_w
     return out
 
 
+#: ``schedule`` values: a fixed cycle after ``first_full_steps``, or the authors' step-dependent schedules.
+SCHEDULES: tuple[str, ...] = ("cycle", "authors-dit", "authors-pixart")
+
+
+def authors_plan(schedule: str, threshold: int, ratio: float, num_steps: int, dual: bool) -> list[StepAction]:
+    """The full-step schedule and fresh-ratio step factor of the authors' DiT / PixArt code.
+
+    ``s`` is the authors' step variable: counted down from ``T - 1`` for DiT, up from 0 for PixArt. The
+    first step is full and sets the interval ``I = round(N / f(s))`` (DiT: ``f = 1.4 - 0.8 s/T``, and
+    ``I = 2`` for ``s`` in ``[0.2T, 0.4T)``; PixArt: ``f = 0.8 + 0.4 s/T``); a step with ``s % I == 0`` is
+    full and sets the next ``I``. The authors' code sets it inside layer 0 and re-checks ``s % I`` for the
+    other layers, so such a step can be full in layer 0 only: here the whole step takes the kind its
+    layers 1.. take (the one deviation, documented). Other steps are partial (ToCa); DuCa's (``dual``)
+    are conservative for odd ``s % I`` and aggressive for even. Partial steps recompute
+    ``ratio * f_step`` (DiT ``3 - 4 s/T``, negative early: no tokens; PixArt ``1.9 - 1.8 s/T``) times
+    the layer and module factors of the config.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps={num_steps!r} is invalid; it must be a positive integer")
+    t = num_steps
+    dit = schedule == "authors-dit"
+
+    def interval(s: int) -> int:
+        if dit and int(t * 0.2) <= s < int(t * 0.4):
+            return 2
+        f = 1.4 - 0.8 * s / t if dit else 0.8 + 0.4 * s / t
+        return max(1, round(threshold / f))
+
+    out: list[StepAction] = []
+    cal = 1
+    for i in range(num_steps):
+        s = t - 1 - i if dit else i
+        if i == 0:
+            kind, cal = "full", interval(s)
+        else:
+            if s % cal == 0:
+                cal = interval(s)
+            r = s % cal
+            kind = "full" if r == 0 else ("partial" if not dual or r % 2 == 1 else "aggressive")
+        f_step = 3.0 - 4.0 * s / t if dit else 1.9 - 1.8 * s / t
+        r_kind = {"full": ratio, "partial": ratio * f_step, "aggressive": 0.0}[kind]
+        out.append(StepAction(kind, None, float(r_kind)))
+    return out
+
+
 @dataclass
 class TokenCacheFields(TransformerMethodConfig):
     """Fields shared by :class:`ToCaConfig` and :class:`DuCaConfig` (see there)."""
@@ -136,9 +181,11 @@ class TokenCacheFields(TransformerMethodConfig):
     spatial_bonus: float = 0.6
     share_cfg_selection: bool | None = None
     seed: int = 0
+    schedule: str = "cycle"
 
     def _validate_token_fields(self) -> None:
         name = type(self).__name__
+        self._check_choice("schedule", SCHEDULES)
         self._check_int("first_full_steps", 1, 1000)
         self._check_float("fresh_ratio", 0.0, 1.0)
         self._check_float("step_weight", -10.0, 10.0)
