@@ -67,7 +67,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "classifier2": {"steps": 3000, "batch_size": 64, "lr": 2e-3, "warmup": 100, "weight_decay": 1e-4},
     "dit2": {"steps": 2700, "batch_size": 32, "lr": 5e-4, "minutes": 45.0},
     "flux": {"steps": 3000, "batch_size": 64, "lr": 5e-4, "minutes": 60.0},
-    "wan": {"steps": 3600, "batch_size": 64, "lr": 5e-4, "minutes": 45.0},
+    "wan": {"steps": 6400, "batch_size": 32, "lr": 1e-3, "minutes": 45.0},
 }
 
 
