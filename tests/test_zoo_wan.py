@@ -97,12 +97,13 @@ def test_toca_counts_steps_per_cache_context(pipe, guidance, contexts):
 
 
 def test_guided_clips_show_the_requested_digit_in_every_frame(pipe, classifier):
-    # random weights score ~10%; the shipped model's figures at 50 steps are in docs/zoo_and_metrics.md
+    # random weights score ~10%; on 100 clips at 50 steps: 87% of middle frames, 84.6% of all frames
+    # (docs/zoo_and_metrics.md). These 10 clips: 9/10 middle frames, 82% of all frames (frame 0 is the weakest)
     digits = list(range(10))
-    clips = zoo.sample("wan", pipe, digits, seed=0, num_inference_steps=20, guidance_scale=3.0, output="clips")
+    clips = zoo.sample("wan", pipe, digits, seed=0, num_inference_steps=50, guidance_scale=3.0, output="clips")
     right = classifier(clips.flatten(0, 1)).argmax(-1).view(10, 5) == torch.tensor(digits)[:, None]
     assert right[:, wan.MIDDLE_FRAME].sum() >= 8, f"middle frames: {right[:, wan.MIDDLE_FRAME].tolist()}"
-    assert right.float().mean() >= 0.8, f"all frames: {right.tolist()}"
+    assert right.float().mean() >= 0.75, f"all frames: {right.tolist()}"
 
 
 def test_generated_clips_move_rigidly(pipe):
