@@ -78,8 +78,10 @@ def test_guided_clips_through_the_pipeline(pipe):
     torch.testing.assert_close(clips, zoo.to_digit_space(video.flatten(0, 1)).view(2, 5, 1, 8, 8))
     middle = zoo.sample("wan", pipe, [0, 7], seed=0, num_inference_steps=3, guidance_scale=3.0)
     torch.testing.assert_close(middle, clips[:, wan.MIDDLE_FRAME], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="output must be one of 'digits', 'images' for 'dit'"):
+    with pytest.raises(ValueError, match="output must be 'digits' or 'images' for 'dit'"):
         zoo.sample("dit", None, [1], seed=0, num_inference_steps=2, output="clips")
+    with pytest.raises(ValueError, match="'digits' or 'images' or 'clips' or 'video' for 'wan'"):
+        zoo.sample("wan", pipe, [1], seed=0, num_inference_steps=2, output="frames")
 
 
 @pytest.mark.parametrize("guidance, contexts", [(3.0, {"cond", "uncond"}), (1.0, {"cond"})])

@@ -215,7 +215,7 @@ def sample(
     output = space if output is None else output
     allowed = (space, "images", "clips", "video") if family in VIDEO_FAMILIES else (space, "images")
     if output not in allowed:
-        raise ValueError(f"output must be one of {', '.join(map(repr, allowed))} for {family!r}, got {output!r}")
+        raise ValueError(f"output must be {' or '.join(map(repr, allowed))} for {family!r}, got {output!r}")
     generator = torch.Generator("cpu").manual_seed(seed)
     kwargs = {
         "num_inference_steps": num_inference_steps,
