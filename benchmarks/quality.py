@@ -5,6 +5,9 @@ errors are realistic, and plots one curve per method. Speedups are wall-clock ra
 sampling call in this process (CPU, so small models make fixed costs visible); MACs ratios are exact.
 
     python benchmarks/quality.py --families unet,dit --steps 50 --per-digit 2 --out benchmarks/results
+
+Any of ``tokencache.zoo.FAMILIES`` (unet, dit, pixart, flux, wan) can be listed; the transformer families are
+swept over ToCa, DuCa and FORA-like. For wan (5-frame clips) PSNR is over every frame, accuracy of the middle one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import tokencache as tc
 from tokencache import zoo
 from tokencache.metrics import class_accuracy, psnr
 from tokencache.search import shipped_strategies
+from tokencache.zoo.wan import MIDDLE_FRAME
 
 
 def sweeps(family: str) -> dict[str, list[tuple[str, tc.config.BaseConfig]]]:
@@ -47,9 +51,16 @@ def sweeps(family: str) -> dict[str, list[tuple[str, tc.config.BaseConfig]]]:
 
 
 def timed_sample(family, pipe, digits, steps):
+    """Digits ``(N, 1, 8, 8)``; video families (wan): every frame, ``(N, F, 1, 8, 8)``, so PSNR covers the clip."""
     t0 = time.perf_counter()
-    img = zoo.sample(family, pipe, digits, seed=0, num_inference_steps=steps)
+    output = "clips" if family in zoo.VIDEO_FAMILIES else None
+    img = zoo.sample(family, pipe, digits, seed=0, num_inference_steps=steps, output=output)
     return img, time.perf_counter() - t0
+
+
+def accuracy(family, img, digits, clf) -> float:
+    """Class accuracy; for a clip, of its middle frame (the unshifted one, as ``zoo.evaluate`` scores it)."""
+    return class_accuracy(img[:, MIDDLE_FRAME] if family in zoo.VIDEO_FAMILIES else img, digits, clf)
 
 
 def main() -> None:
@@ -74,7 +85,7 @@ def main() -> None:
             base, t = timed_sample(family, pipe, digits, args.steps)
             base_times.append(t)
         t_base = sorted(base_times)[len(base_times) // 2]
-        fam = results[family] = {"baseline_s": t_base, "baseline_acc": class_accuracy(base, digits, clf),
+        fam = results[family] = {"baseline_s": t_base, "baseline_acc": accuracy(family, base, digits, clf),
                                  "methods": {}}
         for method, points in sweeps(family).items():
             rows = fam["methods"][method] = []
@@ -90,7 +101,7 @@ def main() -> None:
                     tc.remove(pipe)
                 t_m = sorted(times)[len(times) // 2]
                 rows.append({"label": label, "speedup": t_base / t_m, "macs_ratio": s.macs_ratio,
-                             "psnr": float(psnr(img, base)), "accuracy": class_accuracy(img, digits, clf)})
+                             "psnr": float(psnr(img, base)), "accuracy": accuracy(family, img, digits, clf)})
                 print(family, method, rows[-1], flush=True)
         fam["comparisons"] = compare_all(fam["methods"], CLAIMS[family])
         for claim, by_axis in fam["comparisons"].items():
@@ -103,8 +114,7 @@ def main() -> None:
 #: the seeds' claims: (method, rival) pairs compared at equal speedup
 CLAIMS = {"unet": [("DaTo", "DeepCache-like"), ("DaTo", "ToMe-like"), ("DaTo (searched)", "DaTo"),
                    ("DaTo (searched)", "DeepCache-like")],
-          "dit": [("ToCa", "FORA-like"), ("DuCa", "FORA-like")], "pixart": [("ToCa", "FORA-like"),
-                                                                             ("DuCa", "FORA-like")]}
+          **{f: [("ToCa", "FORA-like"), ("DuCa", "FORA-like")] for f in ("dit", "pixart", "flux", "wan")}}
 
 
 def _x(row: dict, axis: str) -> float:

@@ -12,7 +12,7 @@ def test_demo_end_to_end_quick(tmp_path):
     rows = report["rows"]
     assert code == 0, [r for r in rows if r["error"]]
     families = {r["family"] for r in rows}
-    assert families == {"unet", "dit", "pixart", "flux"}
+    assert families == {"unet", "dit", "pixart", "flux", "wan"}
     for fam in families:
         names = [r["method"] for r in rows if r["family"] == fam]
         assert names[0] == "baseline" and len(names) >= 4

@@ -102,7 +102,7 @@ def test_classifier_is_accurate_on_unseen_fonts():
 
 
 def test_tier2_families_and_files():
-    assert zoo.TIER2_FAMILIES == ("dit2",) and zoo.FAMILIES == ("unet", "dit", "pixart", "flux")
+    assert zoo.TIER2_FAMILIES == ("dit2",) and zoo.FAMILIES == ("unet", "dit", "pixart", "flux", "wan")
     assert zoo.ALL_FAMILIES == zoo.FAMILIES + zoo.TIER2_FAMILIES
     assert zoo.family_tier("dit2") == 2 and zoo.family_tier("dit") == 1
     sums = json.loads((zoo.WEIGHTS_DIR / CHECKSUMS_FILE).read_text())

@@ -10,6 +10,7 @@ from diffusers import (
     FluxPipeline,
     PixArtAlphaPipeline,
     StableDiffusionPipeline,
+    WanPipeline,
 )
 
 from tokencache import zoo
@@ -17,7 +18,7 @@ from tokencache.zoo.files import CHECKSUMS_FILE, ChecksumError, sha256_of
 from tokencache.zoo.train import train
 
 PIPELINE_TYPES = {"unet": StableDiffusionPipeline, "dit": DiTPipeline, "pixart": PixArtAlphaPipeline,
-                  "flux": FluxPipeline}
+                  "flux": FluxPipeline, "wan": WanPipeline}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def classifier():
 
 
 def test_families():
-    assert zoo.FAMILIES == ("unet", "dit", "pixart", "flux")
+    assert zoo.FAMILIES == ("unet", "dit", "pixart", "flux", "wan") and zoo.VIDEO_FAMILIES == ("wan",)
 
 
 def test_shipped_files_match_checksums_and_are_small():
@@ -46,13 +47,14 @@ def test_shipped_files_match_checksums_and_are_small():
     assert total < 40 * 2**20  # the whole zoo, tier 2 included
 
 
-@pytest.mark.parametrize("family", ["unet", "dit", "pixart", "flux"])
+@pytest.mark.parametrize("family", ["unet", "dit", "pixart", "flux", "wan"])
 def test_load_gives_real_pipeline(pipes, family):
     pipe = pipes[family]
     assert isinstance(pipe, PIPELINE_TYPES[family])
-    flow = family == "flux"  # flow matching through FluxPipeline
+    flow = family in ("flux", "wan")  # flow matching through FluxPipeline / WanPipeline
     assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler if flow else DDIMScheduler)
-    assert pipe.vae.config.latent_channels == 1
+    # wan: the clip VAE (Wan's causal 1 + 4k layout) decodes each frame with the shared VAE
+    assert (pipe.vae.frame_vae if family == "wan" else pipe.vae).config.latent_channels == 1
     denoiser = pipe.unet if family == "unet" else pipe.transformer
     assert not denoiser.training
     assert all(not p.requires_grad for p in denoiser.parameters())
@@ -62,8 +64,11 @@ def test_load_gives_real_pipeline(pipes, family):
         assert "CrossAttnDownBlock2D" in pipe.unet.config.down_block_types
         tokens = pipe.tokenizer.convert_ids_to_tokens(pipe.tokenizer("a handwritten 7").input_ids)
         assert tokens == ["<|startoftext|>", "a</w>", "handwritten</w>", "7</w>", "<|endoftext|>"]
-    elif flow:
+    elif family == "flux":
         assert not denoiser.config.guidance_embeds and pipe.prompt_table.embeds.shape == (11, 4, 32)
+    elif family == "wan":
+        assert pipe.text_encoder is None and pipe.prompt_table.embeds.shape == (11, 4, 32)
+        assert pipe.vae.config.z_dim == denoiser.config.in_channels == 4 and pipe.vae.config.scale_factor_temporal == 4
     else:
         # >= 64 tokens per image
         cfg = denoiser.config
@@ -85,7 +90,7 @@ def test_flux_reference_calls_the_model_per_cache_context(pipes):
     assert set(s.contexts) == {"cond", "uncond"} and s.steps_total == 16 and s.macs_ratio < 0.6
 
 
-@pytest.mark.parametrize("family", ["unet", "dit", "pixart", "flux"])
+@pytest.mark.parametrize("family", ["unet", "dit", "pixart", "flux", "wan"])
 def test_two_step_sample(pipes, family):
     pipe = pipes[family]
     x = zoo.sample(family, pipe, [0, 7], seed=0, num_inference_steps=2, guidance_scale=2.0)
@@ -102,7 +107,7 @@ def test_two_step_sample(pipes, family):
     assert (other - x).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("family", ["unet", "dit", "pixart", "flux"])
+@pytest.mark.parametrize("family", ["unet", "dit", "pixart", "flux", "wan"])
 def test_trained_models_draw_the_requested_digit(pipes, classifier, family):
     # a random-weight model scores ~10%; the shipped models score 98-100% at 50 steps (docs/zoo_and_metrics.md)
     digits = list(range(10))
@@ -122,8 +127,8 @@ def test_classifier_test_accuracy(classifier):
 def test_unknown_family_raises():
     with pytest.raises(ValueError, match=r"'sdxl'.*unet, dit, pixart, flux"):
         zoo.load("sdxl")
-    with pytest.raises(ValueError, match="'wan'"):
-        zoo.sample("wan", None, [1], seed=0, num_inference_steps=2, guidance_scale=1.0)
+    with pytest.raises(ValueError, match="'latte'"):
+        zoo.sample("latte", None, [1], seed=0, num_inference_steps=2, guidance_scale=1.0)
 
 
 def test_sample_rejects_bad_digits(pipes):

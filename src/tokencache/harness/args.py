@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 #: the zoo's trained reference families (``tokencache.zoo.FAMILIES``; a test keeps the two equal)
-REFERENCE_FAMILIES = ("unet", "dit", "pixart", "flux")
+REFERENCE_FAMILIES = ("unet", "dit", "pixart", "flux", "wan")
 DTYPES = ("float32", "float16", "bfloat16")
 METHOD_SPEC_HELP = "METHOD[:PRESET] of a registered method (e.g. dato:fast) or a config file (.yaml/.yml/.json)"
 

@@ -1,7 +1,8 @@
 """``tokencache demo``: every method on the bundled reference models, offline, in a few minutes.
 
 For each reference family (an SD-style UNet, a DiT, a PixArt-style transformer, all trained on
-scikit-learn's digits, and a FLUX-style flow-matching model) it samples a fixed seeded batch with the
+scikit-learn's digits, a FLUX-style flow-matching model, and a Wan video model making 5-frame clips of a
+moving digit, scored on the clip's middle frame) it samples a fixed seeded batch with the
 baseline and with the ``balanced`` and ``fast`` presets of every method that applies, then reports
 measured speedup, exact MACs ratio, PSNR vs the baseline images, Frechet distance in the digit
 classifier's features and class accuracy. It writes an image grid (rows = methods), ``report.json``
@@ -151,7 +152,8 @@ def _demo_family(family: str, plan: list, per_digit: int, steps: int, digits: li
 
 def to_markdown(rows: list[DemoRow], meta: dict) -> str:
     lines = [
-        f"Reference models, {meta['images_per_family']} images per family, {meta['steps']} DDIM steps, "
+        f"Reference models, {meta['images_per_family']} images per family (wan: clips, middle frame scored), "
+        f"{meta['steps']} steps (DDIM; Euler for flux and wan), "
         f"CPU ({meta['threads']} threads), torch {meta['torch']}. Speedup = wall time of the same sampling "
         "call vs the baseline, measured in one process.",
         "",

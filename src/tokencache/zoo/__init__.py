@@ -13,7 +13,16 @@ from .data import load_digits_split, to_digit_space, to_model_space
 from .files import WEIGHTS_DIR, ChecksumError
 from .glyphs import CLASSES, glyph_prompt, glyph_split, render_glyph, to_glyph_space
 from .models import NULL_CLASS, DigitClassifier, GlyphClassifier
-from .pipelines import ALL_FAMILIES, FAMILIES, TIER2_FAMILIES, family_tier, load, load_classifier, sample
+from .pipelines import (
+    ALL_FAMILIES,
+    FAMILIES,
+    TIER2_FAMILIES,
+    VIDEO_FAMILIES,
+    family_tier,
+    load,
+    load_classifier,
+    sample,
+)
 from .tokenizer import digit_prompt
 
 __all__ = [
@@ -22,6 +31,7 @@ __all__ = [
     "FAMILIES",
     "NULL_CLASS",
     "TIER2_FAMILIES",
+    "VIDEO_FAMILIES",
     "WEIGHTS_DIR",
     "ChecksumError",
     "DigitClassifier",

@@ -12,9 +12,13 @@ from .files import TOKENIZER_FILES, WEIGHTS_DIR, load_weights, split_state, veri
 from .flux import load_flux, sample_flux
 from .glyphs import NUM_CLASSES, to_glyph_space
 from .tokenizer import MAX_LENGTH, digit_prompt, load_tokenizer
+from .wan import MIDDLE_FRAME, load_wan, sample_wan
 
-FAMILIES = ("unet", "dit", "pixart", "flux")
-"""The tier-1 (digits, 16x16) diffusion families `load` and `sample` accept."""
+FAMILIES = ("unet", "dit", "pixart", "flux", "wan")
+"""The tier-1 (digits, 16x16) diffusion families `load` and `sample` accept (`wan`: 5-frame clips)."""
+
+VIDEO_FAMILIES = ("wan",)
+"""The tier-1 families that generate clips (`sample(..., output="clips" | "video")`)."""
 
 TIER2_FAMILIES = ("dit2",)
 """The tier-2 (glyphs A-Z, 32x32, 256 tokens, 8 blocks) diffusion families `load` and `sample` accept."""
@@ -58,7 +62,9 @@ def load(
         family (`str`): `"unet"` -> `StableDiffusionPipeline` (tiny CLIP text encoder and tokenizer, prompts
             like `"a handwritten 7"`), `"dit"` -> `DiTPipeline` (class labels 0-9; null class 1000),
             `"pixart"` -> `PixArtAlphaPipeline` (tiny CLIP text encoder in place of T5; call it with
-            `use_resolution_binning=False, max_sequence_length=16`); tier 2: `"dit2"` -> `DiTPipeline` at
+            `use_resolution_binning=False, max_sequence_length=16`), `"flux"` -> `FluxPipeline` (learned
+            prompt embeddings, true CFG), `"wan"` -> `WanPipeline` (5-frame clips of a moving digit, learned
+            prompt embeddings, `zoo.wan.ClipVAE`); tier 2: `"dit2"` -> `DiTPipeline` at
             32x32 (class labels 0-25 for the letters A-Z, see `glyphs.CLASSES`).
         device (`str` or `torch.device`, defaults to `"cpu"`): where to put the pipeline.
         dtype (`torch.dtype`, defaults to `torch.float32`): parameter dtype.
@@ -66,7 +72,8 @@ def load(
             the weights shipped in the package.
 
     Returns:
-        `DiffusionPipeline`: in eval mode, with a DDIM scheduler, `safety_checker=None`, progress bar off.
+        `DiffusionPipeline`: in eval mode, with a DDIM scheduler (flux, wan: `FlowMatchEulerDiscreteScheduler`),
+        `safety_checker=None`, progress bar off.
 
     Raises:
         `ValueError`: unknown family (the message lists the allowed ones).
@@ -86,10 +93,12 @@ def load(
     tensors, meta = load_weights(weights_dir, family)
     configs = meta["configs"]
     vae = _load_vae(weights_dir)
-    # the flux family is flow matching: its file holds a FlowMatchEulerDiscreteScheduler config
-    scheduler = models.build_scheduler(configs["scheduler"]) if family != "flux" else None
+    # flux and wan are flow matching: their files hold a FlowMatchEulerDiscreteScheduler config
+    scheduler = models.build_scheduler(configs["scheduler"]) if family not in ("flux", "wan") else None
     if family == "flux":
         pipe = load_flux(tensors, meta, vae)
+    elif family == "wan":
+        pipe = load_wan(tensors, meta, vae)
     elif family in ("dit", "dit2"):
         transformer = models.build_dit(configs["dit"])
         transformer.load_state_dict(split_state(tensors, "dit"))
@@ -172,7 +181,7 @@ def sample(
     """Samples one image per requested digit (or letter) with the family's pipeline, deterministically.
 
     Args:
-        family (`str`): `"unet"`, `"dit"`, `"pixart"` or `"dit2"`; must match `pipe`.
+        family (`str`): one of `ALL_FAMILIES`; must match `pipe`.
         pipe (`DiffusionPipeline`): from `load(family)` (possibly with caching applied to it).
         digits (`list[int]`): class labels, one image each: digits 0-9 (tier 1) or letters 0-25 (`"dit2"`,
             0 = A).
@@ -182,6 +191,9 @@ def sample(
         output (`str`, *optional*): `"digits"` (the tier-1 default) -> `(N, 1, 8, 8)` in `[0, 1]` (grey,
             area-downsampled; what the classifier reads); `"glyphs"` (the tier-2 default) -> grey
             `(N, 1, 32, 32)` in `[0, 1]`; `"images"` -> the pipeline's `(N, 3, 16|32, 16|32)` in `[0, 1]`.
+            `"wan"` generates 5-frame clips: `"digits"` / `"images"` are its middle frame (`wan.MIDDLE_FRAME`,
+            the unshifted one), `"clips"` -> every frame in digits space `(N, 5, 1, 8, 8)`, `"video"` -> the
+            pipeline's `(N, 5, 3, 16, 16)`.
 
     Returns:
         `torch.Tensor`: float32 on CPU.
@@ -201,8 +213,9 @@ def sample(
         raise ValueError(f"digits must be a non-empty list of integers 0-{top} for {family!r}, got {digits}")
     space = "digits" if tier == 1 else "glyphs"
     output = space if output is None else output
-    if output not in (space, "images"):
-        raise ValueError(f"output must be {space!r} or 'images' for {family!r}, got {output!r}")
+    allowed = (space, "images", "clips", "video") if family in VIDEO_FAMILIES else (space, "images")
+    if output not in allowed:
+        raise ValueError(f"output must be {' or '.join(map(repr, allowed))} for {family!r}, got {output!r}")
     generator = torch.Generator("cpu").manual_seed(seed)
     kwargs = {
         "num_inference_steps": num_inference_steps,
@@ -210,7 +223,14 @@ def sample(
         "generator": generator,
         "output_type": "pt",
     }
-    if family == "flux":
+    if family == "wan":
+        video = sample_wan(pipe, digits, kwargs).float().cpu()  # (N, F, 3, 16, 16)
+        if output == "video":
+            return video
+        if output == "clips":
+            return to_digit_space(video.flatten(0, 1)).unflatten(0, video.shape[:2])
+        images = video[:, MIDDLE_FRAME]
+    elif family == "flux":
         images = sample_flux(pipe, digits, kwargs)
     elif family in ("dit", "dit2"):
         images = pipe(class_labels=digits, **kwargs).images

@@ -4,10 +4,11 @@ Usage:
     python -m tokencache.zoo.train FAMILY [--tier T] [--minutes M] [--seed S] [--out DIR] [--steps N]
                                           [--batch-size B] [--lr LR]
 
-FAMILY is one of `classifier`, `vae`, `unet`, `dit`, `pixart`, `flux` (tier 1, digits), or with `--tier 2` (glyphs,
-see `glyphs.py`) `classifier` or `dit`, written as `classifier2.*` / `dit2.*`. The diffusion families decode through the
-shared near-identity VAE (`vae`), which is trained once. Training runs for a fixed number of steps (the
-family's default or `--steps`), so a run is reproducible bit for bit on the same torch build with one thread;
+FAMILY is one of `classifier`, `vae`, `unet`, `dit`, `pixart`, `flux`, `wan` (tier 1, digits; `wan`: 5-frame
+clips of a moving digit, see `wan.py`), or with `--tier 2` (glyphs, see `glyphs.py`) `classifier` or `dit`,
+written as `classifier2.*` / `dit2.*`. The diffusion families decode through the shared near-identity VAE
+(`vae`), which is trained once. Training runs for a fixed number of steps (the family's default or `--steps`),
+so a run is reproducible bit for bit on the same torch build with one thread;
 `--minutes` is a wall-clock cap that stops early (recorded as `"stopped_early": true` in `{family}.json`) if
 the machine is slower. To train longer, raise both `--steps` and `--minutes`. Weights are written to `--out`
 (defaults to the shipped weights directory) and `checksums.json` there is rewritten.
@@ -34,7 +35,7 @@ from .files import TOKENIZER_FILES, WEIGHTS_DIR, save_weights, sha256_of, split_
 from .glyphs import TRAIN_FONTS, augment_glyphs, base_renders, glyph_split
 from .tokenizer import MAX_LENGTH, digit_prompt, load_tokenizer, write_tokenizer_files
 
-TRAIN_FAMILIES = ("classifier", "vae", "unet", "dit", "pixart", "flux")
+TRAIN_FAMILIES = ("classifier", "vae", "unet", "dit", "pixart", "flux", "wan")
 TIER2_TRAIN_FAMILIES = ("classifier", "dit")
 """Families `--tier 2` trains; their files are named with a `2` suffix (`dit2.safetensors`)."""
 GLYPH_TRAIN_COPIES = 24
@@ -66,6 +67,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "classifier2": {"steps": 3000, "batch_size": 64, "lr": 2e-3, "warmup": 100, "weight_decay": 1e-4},
     "dit2": {"steps": 2700, "batch_size": 32, "lr": 5e-4, "minutes": 45.0},
     "flux": {"steps": 3000, "batch_size": 64, "lr": 5e-4, "minutes": 60.0},
+    "wan": {"steps": 6400, "batch_size": 32, "lr": 1e-3, "minutes": 45.0},
 }
 
 
@@ -424,6 +426,10 @@ def train(
         from .flux import train_flux
 
         tensors, meta = train_flux(cfg)
+    elif family == "wan":  # flow matching on 5-frame clips through WanPipeline: its own module
+        from .wan import train_wan
+
+        tensors, meta = train_wan(cfg)
     else:
         tensors, meta = train_diffusion(family, cfg, out, tier, init)
     if init is not None:

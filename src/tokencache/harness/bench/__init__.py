@@ -7,7 +7,7 @@ on the same seeded inputs:
   weights, run in a bare denoising loop (denoiser + scheduler), then the final latents are decoded by a
   random-weight SD-shaped VAE. End-to-end = loop + decode; there is no text encoder. Good for speed and
   MACs only, never for quality (random weights make caching look free).
-* **reference** (``--reference unet|dit|pixart``): the trained zoo pipelines, called whole (text encoder,
+* **reference** (``--reference unet|dit|pixart|flux|wan``): the trained zoo pipelines, called whole (text encoder,
   loop, VAE). PSNR of the output images vs the baseline's and class accuracy are meaningful there.
 * **checkpoint** (``--model PATH``): a local diffusers pipeline, called whole.
 

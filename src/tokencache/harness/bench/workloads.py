@@ -82,29 +82,35 @@ def reference_workload(
     """A trained zoo pipeline (``zoo.load(family)``) sampling digits ``0, 1, ..., 9, 0, ...`` with seed 0.
 
     Args:
-        family: ``"unet"``, ``"dit"`` or ``"pixart"``.
-        steps: DDIM steps.
+        family: one of ``zoo.FAMILIES`` (``"unet"``, ``"dit"``, ``"pixart"``, ``"flux"``, ``"wan"``).
+        steps: sampling steps.
         batch: images per generation.
         guidance: CFG scale (``zoo.sample``'s default 3.0).
         device, dtype: where and in what precision the pipeline runs.
 
     Returns:
-        A workload whose output is the pipeline's images in [0, 1], scored by the zoo digit classifier.
+        A workload whose output is the pipeline's images in [0, 1], scored by the zoo digit classifier. Video
+        families (``"wan"``): the whole clips ``(N, F, 3, 16, 16)`` (PSNR over every frame), the middle frame
+        scored.
     """
     from ... import zoo
     from ...metrics import class_accuracy
+    from ...zoo.wan import MIDDLE_FRAME
 
     pipe = zoo.load(family, device=device, dtype=dtype)
     digits = [i % 10 for i in range(batch)]
     classifier = zoo.load_classifier()
+    video = family in zoo.VIDEO_FAMILIES
 
     def generate() -> torch.Tensor:
         return zoo.sample(family, pipe, digits, seed=0, num_inference_steps=steps, guidance_scale=guidance,
-                          output="images")
+                          output="video" if video else "images")
+
+    def score(images: torch.Tensor) -> float:
+        return class_accuracy(images[:, MIDDLE_FRAME] if video else images, digits, classifier)
 
     return Workload(denoiser_of(pipe), generate, images=batch, steps=steps,
-                    cfg=guidance > 1.0, pipe=pipe, scheduler=pipe.scheduler, data_range=1.0,
-                    score=lambda images: class_accuracy(images, digits, classifier))
+                    cfg=guidance > 1.0, pipe=pipe, scheduler=pipe.scheduler, data_range=1.0, score=score)
 
 
 def checkpoint_workload(
