@@ -20,7 +20,7 @@ def test_presets_round_trip_yaml_and_json(cls, preset, tmp_path):
 
 
 def test_unknown_preset_names_value_and_choices():
-    with pytest.raises(ValueError, match=r"name='turbo'.*\['balanced', 'fast', 'quality'\]"):
+    with pytest.raises(ValueError, match=r"name='turbo'.*\['balanced', 'fast', 'paper-sd15', 'quality'\]"):
         tc.DaToConfig.preset("turbo")
 
 
