@@ -57,3 +57,39 @@ def test_forecast_state_is_per_call_and_per_context():
         torch.testing.assert_close(both[2 * i], first[i], atol=1e-6, rtol=0)
     base = _run(net, inputs, 1, contexts=["cond"])
     assert not torch.equal(first[4], base[4])  # skipped steps were forecast, not computed
+
+
+def test_forecast_coordinate_follows_the_scheduler():
+    """timestep/sigma coordinates: equal to step on a uniform schedule, different on a non-uniform one."""
+    from diffusers import DDIMScheduler, DiTPipeline, DPMSolverMultistepScheduler
+
+    from test_dit import tiny_dit, tiny_vae
+
+    def run(pipe, **kw):
+        cfg = tc.FORAConfig(interval=3, forecast="taylor", **kw)
+        tc.apply(pipe, cfg)
+        try:
+            out = pipe(class_labels=[1, 2], num_inference_steps=9, guidance_scale=1.0, output_type="np",
+                       generator=torch.Generator().manual_seed(0)).images
+            return out, pipe.transformer._tokencache.contexts.current.last_records
+        finally:
+            tc.remove(pipe)
+
+    pipe = DiTPipeline(transformer=tiny_dit(), vae=tiny_vae(), scheduler=DDIMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    step, _ = run(pipe)
+    timestep, _ = run(pipe, forecast_coordinate="timestep")
+    assert abs(step - timestep).max() < 2e-6  # DDIM timesteps are affine in the step index
+    with pytest.raises(ValueError, match=r"forecast_coordinate='sigma' needs a pipeline scheduler with sigmas"):
+        run(pipe, forecast_coordinate="sigma")  # DDIM has no sigmas: one-line error naming the field
+    pipe.scheduler = DPMSolverMultistepScheduler(use_karras_sigmas=True)
+    karras_step, _ = run(pipe)
+    karras_sigma, _ = run(pipe, forecast_coordinate="sigma")
+    assert abs(karras_step - karras_sigma).max() > 2e-5  # non-uniform: the forecasts differ
+    assert torch.isfinite(torch.as_tensor(karras_sigma)).all()
+    assert tc.load_config(tc.FORAConfig(forecast_coordinate="sigma").save(pytest.importorskip("tempfile").mktemp(
+        suffix=".yaml"))).forecast_coordinate == "sigma"
+    with pytest.raises(ValueError, match=r"FORAConfig\.forecast_coordinate.*allowed"):
+        tc.FORAConfig(forecast_coordinate="time")
+    with pytest.raises(ValueError, match=r"needs a pipeline"):
+        tc.apply(tiny_dit(), tc.FORAConfig(forecast_coordinate="timestep"), num_inference_steps=4)

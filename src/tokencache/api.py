@@ -92,6 +92,12 @@ def apply(
         isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1
     ):
         raise ValueError(f"num_inference_steps={num_inference_steps!r} is invalid; allowed: a positive integer")
+    coord = getattr(config, "forecast_coordinate", "step")
+    if coord != "step" and pipe is None:
+        raise ValueError(
+            f"{type(config).__name__}.forecast_coordinate={coord!r} needs a pipeline (its scheduler gives the "
+            f"{coord}s); allowed for a bare {type(denoiser).__name__}: 'step'"
+        )
     plan_len = len(getattr(config, "cache_plan", None) or []) or 50
     contexts = ContextStates(config.plan, num_inference_steps or plan_len)
     contexts.cfg = cfg

@@ -28,6 +28,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from .config import COORDINATES  # one list for the config field and coordinate()
+
 __all__ = [
     "APPROXIMATORS",
     "COORDINATES",
@@ -40,7 +42,6 @@ __all__ = [
     "make_approximator",
 ]
 
-COORDINATES: tuple[str, ...] = ("step", "timestep", "sigma")
 
 
 def coordinate(

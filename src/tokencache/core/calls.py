@@ -127,6 +127,31 @@ class ContextProbe(StateManager):
         self.contexts.set_context(None)
 
 
+def step_coordinates(handle: Any, num_steps: int) -> list[float] | None:
+    """The forecast coordinate of each of a call's ``num_steps`` denoiser calls (``None``: the step index).
+
+    Read once per call from the pipeline's scheduler (``timesteps`` / ``sigmas`` from its begin index; a
+    one-off host transfer when they live on the GPU).
+    """
+    kind = getattr(handle.config, "forecast_coordinate", "step")
+    if kind == "step":
+        return None
+    from .approximators import coordinate
+
+    scheduler = getattr(handle.pipe, "scheduler", None)
+    values = getattr(scheduler, "timesteps" if kind == "timestep" else "sigmas", None)
+    name = type(handle.config).__name__
+    if values is None:
+        raise ValueError(f"{name}.forecast_coordinate={kind!r} needs a pipeline scheduler with {kind}s; allowed "
+                         "here: 'step'")
+    begin = int(getattr(scheduler, "begin_index", None) or 0)
+    values = [float(v) for v in values.detach().cpu().tolist()] if hasattr(values, "tolist") else list(values)
+    if begin + num_steps > len(values):
+        raise ValueError(f"{name}.forecast_coordinate={kind!r}: the scheduler has {len(values)} {kind}s for "
+                         f"{num_steps} denoiser calls from index {begin}; allowed here: 'step'")
+    return [coordinate(kind, begin + i, values, values) for i in range(num_steps)]
+
+
 class StepHook(ModelHook):
     """Counts denoiser calls per cache context and times them; the outermost hook on the denoiser.
 
@@ -173,6 +198,8 @@ class StepHook(ModelHook):
             self.watch.check()
         st = self.contexts.current
         st.begin_step(input_key(args, kwargs))
+        if st.step == 0 and self.handle is not None:
+            st.coords = step_coordinates(self.handle, st.num_steps)
         if st.book_wants(""):  # the denoiser's own inputs, for the MACs of every module (see MacBook)
             st.book_note("", args, kwargs)
         if self.handle is not None:

@@ -155,6 +155,8 @@ class BaseConfig:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
+#: ``forecast_coordinate`` values: what the approximators' ``x`` is (see ``approximators.coordinate``).
+COORDINATES: tuple[str, ...] = ("step", "timestep", "sigma")
 #: storage dtypes ``cache_dtype`` accepts (``None``: the dtype the model computes in).
 CACHE_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
@@ -166,7 +168,11 @@ class CachingConfig(BaseConfig):
     Args:
         forecast: the approximator of every cache slot: ``"none"`` (reuse the last computed output, the
             published methods' behaviour), ``"taylor"``, ``"hermite"`` or ``"foca"``
-            (:mod:`tokencache.core.approximators`). The coordinate is the step index of the context.
+            (:mod:`tokencache.core.approximators`).
+        forecast_coordinate: the variable the forecasts are polynomials in: ``"step"`` (the step index
+            of the context, default), ``"timestep"`` or ``"sigma"`` (the scheduler's value at each step;
+            needs a pipeline, whose scheduler tells them). The same on uniform schedules; they differ on
+            DPM-Solver / Karras / shifted flow-matching sigmas (``docs/forecasting.md``).
         forecast_order: order of ``"taylor"`` / ``"hermite"`` (1-3); ignored by ``"none"`` and ``"foca"``.
         cache_dtype: store caches in this dtype (``"bfloat16"``, ``"float16"``, ``"float32"``) and cast
             back when they are used; ``None`` keeps the model's dtype (and reuse returns the cached
@@ -176,6 +182,7 @@ class CachingConfig(BaseConfig):
     forecast: str = field(default="none", kw_only=True)
     forecast_order: int = field(default=1, kw_only=True)
     cache_dtype: str | None = field(default=None, kw_only=True)
+    forecast_coordinate: str = field(default="step", kw_only=True)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -183,6 +190,7 @@ class CachingConfig(BaseConfig):
         order = self.forecast_order
         if isinstance(order, bool) or not isinstance(order, int) or not 0 <= order <= 3:
             _fail(name, "forecast_order", order, "an integer in [0, 3] (taylor/hermite: 1-3)")
+        self._check_choice("forecast_coordinate", COORDINATES)
         if self.cache_dtype is not None and self.cache_dtype not in CACHE_DTYPES:
             _fail(name, "cache_dtype", self.cache_dtype, f"None or one of {list(CACHE_DTYPES)}")
         try:

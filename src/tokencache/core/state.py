@@ -95,6 +95,8 @@ class CallState:
         self.facts: dict[str, Any] = {}
         self.t_start: float | None = None
         self.t_end: float | None = None
+        #: the forecast coordinate of each step of this call (``None``: the step index itself).
+        self.coords: list[float] | None = None
         self.serial = self.owner.serial if self.owner is not None else 0
 
     # ---- per-call objects -----------------------------------------------------------------------
@@ -181,6 +183,11 @@ class CallState:
 
     def book_note(self, name: str, args: tuple, kwargs: dict, variant: Any = "full") -> None:
         self.book.note(self.key, name, variant, args, kwargs)
+
+    @property
+    def x(self) -> float:
+        """The forecast coordinate of the current step (the config's ``forecast_coordinate``)."""
+        return float(self.step) if self.coords is None else self.coords[self.step]
 
     @property
     def action(self) -> StepAction:

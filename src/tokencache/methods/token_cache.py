@@ -327,7 +327,7 @@ class BlockHook(CallScopedHook):
             slot = st.objects.get(self._key)
             if slot is not None and slot.ready:
                 st.record.skipped.append(name)
-                self.now = Now("cached", out=slot.predict(float(st.step)))
+                self.now = Now("cached", out=slot.predict(st.x))
                 return
             # no usable output yet (e.g. Wan 2.2's second expert): run the whole backbone this step
         self.now = Now("keep", out=None) if last else OFF
@@ -335,7 +335,7 @@ class BlockHook(CallScopedHook):
     def finish(self, st: CallState) -> None:
         now, box = self.now, self.box
         if now.mode == "keep" and now.out is not None:
-            st.get(self._key, lambda: OutputSlot(self.config.approximator)).update(float(st.step), now.out)
+            st.get(self._key, lambda: OutputSlot(self.config.approximator)).update(st.x, now.out)
         data = st.data(self.block.name)
         for attr, key in (("score", "score"), ("score_ctx", "score.ctx"), ("entropy", "entropy")):
             value = getattr(box, attr, None)
@@ -505,7 +505,7 @@ class TokenModuleHook(CallScopedHook):
             st.record.computed_full.append(self.name)
             self.now = Now("full", data=data, box=self.block_hook.box, out=None, shape=None, qk=None)
             return
-        x = float(st.step)
+        x = st.x
         slot = st.objects[self._slot]
         if k == 0:
             st.record.skipped.append(self.name)
@@ -528,7 +528,7 @@ class TokenModuleHook(CallScopedHook):
         )
 
     def finish(self, st: CallState) -> None:
-        now, x = self.now, float(st.step)
+        now, x = self.now, st.x
         if now.mode == "full":
             if now.out is not None:
                 if isinstance(now.out, torch.Tensor):

@@ -126,7 +126,7 @@ class OutputReuseHook(CallScopedHook):
         if st.action.kind == "reuse" and slot is not None and slot.ready:
             from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
-            sample = slot.predict(float(st.step)).clone()
+            sample = slot.predict(st.x).clone()
             self.now = Now("reuse", out=(sample,) if slot.as_tuple else UNet2DConditionOutput(sample=sample))
             return
         self.now = Now("keep", out=None)
@@ -137,7 +137,7 @@ class OutputReuseHook(CallScopedHook):
             return
         slot = st.get(_OUTPUT, lambda: OutputSlot(self.config.approximator))
         sample = _sample_of(now.out)
-        slot.update(float(st.step), sample)
+        slot.update(st.x, sample)
         slot.as_tuple = isinstance(now.out, tuple)
         st.get(_TRACKER, DiffScoreTracker).push(sample)
 
@@ -184,14 +184,14 @@ class BranchSkipHook(CallScopedHook):
             return
         if self.skips(st):
             st.record.skipped.append(self.name)
-            self.now = Now("skip", out=st.objects[self._key].predict(float(st.step)))
+            self.now = Now("skip", out=st.objects[self._key].predict(st.x))
             return
         self.now = Now("keep", out=None) if st.action.kind == "full" else OFF
 
     def finish(self, st: Any) -> None:
         now = self.now
         if now.mode == "keep" and now.out is not None:
-            st.get(self._key, lambda: OutputSlot(self.config.approximator)).update(float(st.step), now.out)
+            st.get(self._key, lambda: OutputSlot(self.config.approximator)).update(st.x, now.out)
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         now = self.now
