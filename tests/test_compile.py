@@ -77,17 +77,24 @@ def _compiled_runs(model, call, cfg, backend, mode):
         dynamo.reset()
 
 
+def _assert_compiled_like_eager(eager, first, g1, g2, skipped, bound, whole=False):
+    """No frame fell back to eager, nothing recompiled, at most ``bound`` graphs, outputs equal eager."""
+    assert not skipped, skipped
+    if whole:
+        assert not _breaks_outside_top_level()
+    assert g2 == g1, "the second call recompiled"
+    assert 0 < g1 <= bound
+    for a, b in zip(eager, first):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
 def test_regional_inductor_toca_compiles_once_per_step_kind():
     net = tiny_dit(layers=2)
     _, _, g_full, _, _, _ = _compiled_runs(net, _dit_call, tc.FORAConfig(interval=1), "eager", "regional")
     eager, first, g1, g2, skipped, kinds = _compiled_runs(
         net, _dit_call, tc.ToCaConfig.preset("balanced"), "inductor", "regional"
     )
-    assert not skipped, skipped  # no frame fell back to eager
-    assert g2 == g1, "the second call recompiled"
-    assert 0 < g1 <= kinds * g_full
-    for a, b in zip(eager, first):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    _assert_compiled_like_eager(eager, first, g1, g2, skipped, kinds * g_full)
 
 
 @pytest.mark.parametrize(
@@ -156,12 +163,7 @@ def test_whole_denoiser_compile_every_method(method, structure):
     g_full = _G_FULL[structure]
     cfg = CONFIG_CLASSES[method].preset("fast")
     eager, first, g1, g2, skipped, kinds = _compiled_runs(net, call, cfg, "eager", "whole")
-    assert not skipped, skipped  # no frame fell back to eager
-    assert not _breaks_outside_top_level()
-    assert g2 == g1, "the second call recompiled"
-    assert 0 < g1 <= kinds * g_full
-    for a, b in zip(eager, first):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    _assert_compiled_like_eager(eager, first, g1, g2, skipped, kinds * g_full, whole=True)
 
 
 @pytest.mark.parametrize(
@@ -176,10 +178,7 @@ def test_whole_denoiser_compile_transformer_variants(cfg):
     net, call = (tiny_pixart(), _pixart_call) if pixart else (tiny_dit(layers=2), _dit_call)
     backend = "inductor" if cfg.forecast == "none" else "eager"
     eager, first, g1, g2, skipped, kinds = _compiled_runs(net, call, cfg, backend, "whole")
-    assert not skipped and not _breaks_outside_top_level()
-    assert g2 == g1 and 0 < g1 <= kinds
-    for a, b in zip(eager, first):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    _assert_compiled_like_eager(eager, first, g1, g2, skipped, kinds, whole=True)
 
 
 @pytest.mark.parametrize(("method", "mode"), [("toca", "regional"), ("fora", "regional"), ("duca", "whole")])

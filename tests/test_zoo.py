@@ -171,15 +171,21 @@ def test_missing_weights_raise(weights_copy):
         zoo.load("dit", weights_dir=weights_copy)
 
 
-def test_training_is_reproducible_and_loadable(tmp_path):
+def train_twice(tmp_path, family: str, steps: int) -> list:
+    """Train ``family`` twice from seed 3 into two folders (each with the shipped VAE); the folders."""
     outs = []
     for name in ("a", "b"):
         out = tmp_path / name
         out.mkdir()
         for shipped in ("vae.safetensors", "vae.json"):
             shutil.copy(zoo.WEIGHTS_DIR / shipped, out / shipped)
-        train("dit", seed=3, out=out, steps=3, batch_size=4)
+        train(family, seed=3, out=out, steps=steps, batch_size=4)
         outs.append(out)
+    return outs
+
+
+def test_training_is_reproducible_and_loadable(tmp_path):
+    outs = train_twice(tmp_path, "dit", 3)
     assert sha256_of(outs[0] / "dit.safetensors") == sha256_of(outs[1] / "dit.safetensors")
     meta = json.loads((outs[0] / "dit.json").read_text())
     assert meta["training"]["steps_done"] == 3 and meta["training"]["seed"] == 3

@@ -8,11 +8,11 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 
 import tokencache as tc
+from test_zoo import train_twice
 from tokencache import zoo
 from tokencache.zoo import wan
 from tokencache.zoo.evaluate import evaluate
 from tokencache.zoo.files import ChecksumError, sha256_of
-from tokencache.zoo.train import train
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +123,7 @@ def test_generated_clips_move_rigidly(pipe):
 
 
 def test_wan_training_is_reproducible_and_loadable(tmp_path):
-    outs = []
-    for name in ("a", "b"):
-        out = tmp_path / name
-        out.mkdir()
-        for shipped in ("vae.safetensors", "vae.json"):
-            shutil.copy(zoo.WEIGHTS_DIR / shipped, out / shipped)
-        train("wan", seed=3, out=out, steps=2, batch_size=4)
-        outs.append(out)
+    outs = train_twice(tmp_path, "wan", 2)
     assert sha256_of(outs[0] / "wan.safetensors") == sha256_of(outs[1] / "wan.safetensors")
     meta = json.loads((outs[0] / "wan.json").read_text())
     assert meta["configs"]["num_frames"] == 5 and meta["configs"]["vae"]["scale_factor_temporal"] == 4

@@ -97,10 +97,22 @@ class Handle:
     linked: list[Handle] = field(default_factory=list)
     #: objects prepared before the hooks at each step (e.g. the token-cache step facts), in order.
     first: list[Any] = field(default_factory=list)
+    _parts: list[Any] | None = field(default=None, repr=False)
 
     def step_parts(self) -> list[Any]:
-        """What :meth:`prepare_step` prepares, in order: :attr:`first`, then every call-scoped hook."""
-        return [*self.first, *(b.hook for b in self.bindings if isinstance(b.hook, CallScopedHook))]
+        """What :meth:`prepare_step` prepares, in order: :attr:`first`, then every call-scoped hook.
+
+        Built once per set of hooks (three walks per step otherwise): :meth:`register` and
+        :meth:`remove_hooks` drop it.
+        """
+        if self._parts is None:
+            self._parts = [*self.first, *(b.hook for b in self.bindings if isinstance(b.hook, CallScopedHook))]
+        return self._parts
+
+    def prepare_first(self, part: Any) -> None:
+        """Prepare ``part`` (an object with ``prepare``/``finish``/``now``) before every hook at each step."""
+        self.first.append(part)
+        self._parts = None
 
     def prepare_step(self, st: CallState, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         """Decide every hook's mode for the denoiser call that starts now (eager, outside any graph)."""
@@ -139,6 +151,7 @@ class Handle:
         binding = Binding(module, hook, HOOK_PREFIX + name, follow)
         self._attach(binding)
         self.bindings.append(binding)
+        self._parts = None
 
     def _attach(self, b: Binding) -> None:
         if not hasattr(b.module, "_diffusers_hook"):
@@ -181,6 +194,7 @@ class Handle:
         for b in reversed(self.bindings):
             self._detach(b)
         self.bindings.clear()
+        self._parts = None
         for module in self.created.values():  # emptied by someone else's remove_hook since apply
             registry = getattr(module, "_diffusers_hook", None)
             if registry is not None and not registry.hooks:

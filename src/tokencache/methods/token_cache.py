@@ -722,4 +722,4 @@ def install_token_cache(handle: Handle, adapter: ModelAdapter, cfg: TransformerM
                 hook.block_hook = block_hook
                 handle.register(getattr(mod, proj), hook, "dit_capture", follow=f"{name}.{a}.{proj}")
     lasts = {attr: f"{prefix}{attr}.{len(blocks) - 1}" for attr, blocks in stacks}
-    handle.first.append(StepFacts(adapter, lasts))
+    handle.prepare_first(StepFacts(adapter, lasts))
