@@ -299,3 +299,27 @@ def test_magcache_calibration_runs_without_autograd():
     ratios = peers.calibrate_mag_ratios(peers.PeerTarget(dit, steps=3, generate=generate))
     assert grad_modes == [False] and len(ratios) == 3 and ratios[0] == 1.0
     assert not any(getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in dit.modules())
+
+
+def test_peer_knobs_parse_validate_and_change_what_the_peer_does():
+    from tokencache.harness.peers import parse_peer, peer_knobs
+
+    assert peer_knobs("peer:taylorseer") == {"interval": 5, "warmup": 3, "order": 1}
+    assert parse_peer("peer:taylorseer:interval=2:order=2") == ("peer:taylorseer", {"interval": 2, "order": 2})
+    assert parse_peer("peer:cache-dit:calibrator=foca:warmup=2") == (
+        "peer:cache-dit", {"calibrator": "foca", "warmup": 2})
+    with pytest.raises(ValueError, match=r"peer:magcache knob 'thresh=1' is invalid; allowed: KNOB=VALUE with KNOB"):
+        parse_peer("peer:magcache:thresh=1")
+    with pytest.raises(ValueError, match=r"peer:taylorseer knob interval='two' is invalid; allowed: a int"):
+        parse_peer("peer:taylorseer:interval=two")
+    with pytest.raises(ValueError, match=r"--peers='peer:pab:skip=x'"):
+        bench.run(bench_args(["--reference", "dit", "--peers", "peer:pab:skip=x"]))
+    # the knob reaches the tool: TaylorSeer with a full step every 2 steps is closer to uncached than every 6
+    work = bench.reference_workload("dit", steps=12, batch=2)
+    rows = bench.run_workload(work, {}, peers=["peer:taylorseer:interval=2:warmup=1",
+                                               "peer:taylorseer:interval=6:warmup=1"],
+                              repeats=1, warmup=0, progress=False)
+    by = {r.name: r for r in rows}
+    assert not any(r.error for r in rows), [r.error for r in rows]
+    assert by["peer:taylorseer:interval=2:warmup=1"].psnr_vs_baseline > by[
+        "peer:taylorseer:interval=6:warmup=1"].psnr_vs_baseline + 3

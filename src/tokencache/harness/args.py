@@ -78,7 +78,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default=None,
                    help=f"comma-separated {METHOD_SPEC_HELP} (default: the 'balanced' preset of every "
                         "registered method that runs on the model's family)")
-    p.add_argument("--peers", default="", help=f"comma-separated peers to run alongside: {sorted(PEERS)}")
+    p.add_argument("--peers", default="", help=f"comma-separated peers to run alongside: {sorted(PEERS)}, each with "
+                                                 "optional knobs, e.g. peer:taylorseer:interval=3:order=2")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--resolution", type=int, default=None, help="image side (not for --reference: 16 px)")
     p.add_argument("--batch", type=int, default=None, help="images per generation (default 1; 10 for --reference)")

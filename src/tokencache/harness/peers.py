@@ -13,6 +13,7 @@ the ``diffusers`` hooks (PAB, TaylorSeer, MagCache, FasterCache, First Block Cac
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import os
 from collections.abc import Callable
@@ -65,8 +66,8 @@ def _is_unet(model: torch.nn.Module) -> bool:
 # ---- third-party packages ---------------------------------------------------------------------------
 
 
-def peer_tomesd(target: PeerTarget) -> Disable:
-    """tomesd 0.1.3: token merging in the full-resolution attention layers, ratio 0.5 (its README's)."""
+def peer_tomesd(target: PeerTarget, ratio: float = 0.5) -> Disable:
+    """tomesd 0.1.3: token merging in the full-resolution attention layers, ``ratio`` 0.5 (its README's)."""
     import tomesd
 
     if not _is_unet(target.denoiser):
@@ -74,19 +75,19 @@ def peer_tomesd(target: PeerTarget) -> Disable:
         # downsample 1, so it would run unchanged: say so instead of timing a no-op.
         raise TypeError(f"tomesd patches Stable Diffusion UNets only; got {type(target.denoiser).__name__}")
     model = target.pipe if target.pipe is not None else target.denoiser
-    tomesd.apply_patch(model, ratio=0.5)
+    tomesd.apply_patch(model, ratio=ratio)
     return lambda: tomesd.remove_patch(model)
 
 
-def peer_deepcache(target: PeerTarget) -> Disable:
-    """DeepCache 0.1.1: reuse the deep UNet features, full call every 3 steps, branch 0."""
+def peer_deepcache(target: PeerTarget, interval: int = 3, branch: int = 0) -> Disable:
+    """DeepCache 0.1.1: reuse the deep UNet features, a full call every ``interval`` steps (3), ``branch`` 0."""
     from types import SimpleNamespace
 
     from DeepCache import DeepCacheSDHelper
 
     pipe = target.pipe or SimpleNamespace(unet=target.denoiser, scheduler=target.scheduler)
     helper = DeepCacheSDHelper(pipe=pipe)
-    helper.set_params(cache_interval=3, cache_branch_id=0)
+    helper.set_params(cache_interval=interval, cache_branch_id=branch)
     helper.enable()
     return helper.disable
 
@@ -96,8 +97,14 @@ def cache_dit_warmup(steps: int) -> int:
     return max(1, round(8 * steps / 50))
 
 
-def peer_cache_dit(target: PeerTarget) -> Disable:
-    """cache-dit 1.5.3 DBCache, F1B0 (first block probes, no tail blocks), threshold 0.08 (its default).
+def peer_cache_dit(
+    target: PeerTarget, threshold: float = 0.08, fn: int = 1, calibrator: str = "none", order: int = 1,
+    warmup: int | None = None,
+) -> Disable:
+    """cache-dit 1.5.3 DBCache: F``fn``B0 (the first ``fn`` blocks probe, no tail blocks), ``threshold`` 0.08.
+
+    ``calibrator``: ``"none"`` (plain reuse, cache-dit's default), ``"taylorseer"`` (order ``order``) or
+    ``"foca"``, cache-dit's own calibrators. ``warmup``: full steps first (default 8 per 50 steps, scaled).
 
     On a pipeline it uses ``cache_dit.enable_cache(pipe)``, its documented entry point. In bare-loop mode
     it uses cache-dit's transformer-only mode (``enable_cache(transformer)`` with ``num_inference_steps``),
@@ -109,12 +116,17 @@ def peer_cache_dit(target: PeerTarget) -> Disable:
 
     transformer_only = target.pipe is None
     config = DBCacheConfig(
-        Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=0.08,
-        max_warmup_steps=cache_dit_warmup(target.steps),
+        Fn_compute_blocks=fn, Bn_compute_blocks=0, residual_diff_threshold=threshold,
+        max_warmup_steps=cache_dit_warmup(target.steps) if warmup is None else warmup,
         num_inference_steps=target.steps if transformer_only else None,
     )
+    calibrators = {"none": None, "taylorseer": lambda: cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=order),
+                   "foca": lambda: cache_dit.FoCaCalibratorConfig()}
+    if calibrator not in calibrators:
+        raise ValueError(f"peer:cache-dit calibrator={calibrator!r} is invalid; allowed: {list(calibrators)}")
+    make = calibrators[calibrator]
     obj = target.denoiser if transformer_only else target.pipe
-    cache_dit.enable_cache(obj, cache_config=config)
+    cache_dit.enable_cache(obj, cache_config=config, calibrator_config=make() if make else None)
     return lambda: cache_dit.disable_cache(obj)
 
 
@@ -172,24 +184,24 @@ def _with_diffusers_hooks(
     return disable
 
 
-def peer_first_block_cache(target: PeerTarget) -> Disable:
-    """diffusers First Block Cache, threshold 0.05 (its default)."""
+def peer_first_block_cache(target: PeerTarget, threshold: float = 0.05) -> Disable:
+    """diffusers First Block Cache, ``threshold`` 0.05 (its default)."""
     from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
     from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
 
     return _with_diffusers_hooks(
-        target, lambda m: apply_first_block_cache(m, FirstBlockCacheConfig(threshold=0.05)),
+        target, lambda m: apply_first_block_cache(m, FirstBlockCacheConfig(threshold=threshold)),
         (_FBC_LEADER_BLOCK_HOOK, _FBC_BLOCK_HOOK), "First Block Cache",
     )
 
 
-def peer_pab(target: PeerTarget) -> Disable:
-    """diffusers Pyramid Attention Broadcast: self-attention every 2nd call for timesteps in (100, 800)."""
+def peer_pab(target: PeerTarget, skip: int = 2, low: int = 100, high: int = 800) -> Disable:
+    """diffusers Pyramid Attention Broadcast: self-attention every ``skip``-th call for timesteps in (``low``, ``high``)."""
     from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
     from diffusers.hooks.pyramid_attention_broadcast import _PYRAMID_ATTENTION_BROADCAST_HOOK
 
     config = PyramidAttentionBroadcastConfig(
-        spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(100, 800),
+        spatial_attention_block_skip_range=skip, spatial_attention_timestep_skip_range=(low, high),
         current_timestep_callback=target.timestep,
     )
     return _with_diffusers_hooks(
@@ -197,20 +209,23 @@ def peer_pab(target: PeerTarget) -> Disable:
     )
 
 
-def peer_taylorseer(target: PeerTarget) -> Disable:
-    """diffusers TaylorSeer: defaults (interval 5, 3 warm-up steps, order 1) on attention and FFN outputs."""
+def peer_taylorseer(target: PeerTarget, interval: int = 5, warmup: int = 3, order: int = 1) -> Disable:
+    """diffusers TaylorSeer on attention and FFN outputs: full every ``interval`` steps (5) after ``warmup`` (3)
+    full steps, Taylor ``order`` 1 (its defaults)."""
     from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
     from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK
 
     dtype = next(target.denoiser.parameters()).dtype
-    config = TaylorSeerCacheConfig(taylor_factors_dtype=dtype, cache_identifiers=TAYLORSEER_IDENTIFIERS)
+    config = TaylorSeerCacheConfig(cache_interval=interval, disable_cache_before_step=warmup, max_order=order,
+                                   taylor_factors_dtype=dtype, cache_identifiers=TAYLORSEER_IDENTIFIERS)
     return _with_diffusers_hooks(
         target, lambda m: apply_taylorseer_cache(m, config), (_TAYLORSEER_CACHE_HOOK,), "TaylorSeer"
     )
 
 
-def peer_faster_cache(target: PeerTarget) -> Disable:
-    """diffusers FasterCache: defaults for images (``BCHW``); the CFG split also covers ``class_labels``.
+def peer_faster_cache(target: PeerTarget, skip: int = 2, uncond_skip: int = 5) -> Disable:
+    """diffusers FasterCache for images (``BCHW``): attention every ``skip``-th call (2), the unconditional
+    branch every ``uncond_skip``-th (5), its defaults otherwise; the CFG split also covers ``class_labels``.
 
     FasterCache assumes the CFG batch is ``[uncond; cond]``; ``DiTPipeline`` orders it ``[cond; uncond]``,
     so there it approximates the conditional half (the PSNR shows it).
@@ -223,6 +238,7 @@ def peer_faster_cache(target: PeerTarget) -> Disable:
     )
 
     config = FasterCacheConfig(
+        spatial_attention_block_skip_range=skip, unconditional_batch_skip_range=uncond_skip,
         current_timestep_callback=target.timestep, tensor_format="BCHW", is_guidance_distilled=not target.cfg,
         _unconditional_conditional_input_kwargs_identifiers=[*_UNCOND_COND_INPUT_KWARGS_IDENTIFIERS, "class_labels"],
     )
@@ -271,22 +287,24 @@ def calibrate_mag_ratios(target: PeerTarget) -> list[float]:
     return ratios
 
 
-def peer_magcache(target: PeerTarget) -> Disable:
-    """diffusers MagCache, defaults (threshold 0.06, K=3, retention 0.2), ratios from its calibration mode."""
+def peer_magcache(target: PeerTarget, threshold: float = 0.06, max_skip: int = 3, retention: float = 0.2) -> Disable:
+    """diffusers MagCache (defaults ``threshold`` 0.06, ``max_skip`` K=3, ``retention`` 0.2), ratios from its
+    calibration mode."""
     from diffusers.hooks import MagCacheConfig, apply_mag_cache
     from diffusers.hooks.mag_cache import _MAG_CACHE_BLOCK_HOOK, _MAG_CACHE_LEADER_BLOCK_HOOK
 
     key = ("magcache", target.steps)
     if key not in target.memo:
         target.memo[key] = calibrate_mag_ratios(target)
-    config = MagCacheConfig(mag_ratios=target.memo[key], num_inference_steps=target.steps)
+    config = MagCacheConfig(threshold=threshold, max_skip_steps=max_skip, retention_ratio=retention,
+                            mag_ratios=target.memo[key], num_inference_steps=target.steps)
     return _with_diffusers_hooks(
         target, lambda m: apply_mag_cache(m, config), (_MAG_CACHE_LEADER_BLOCK_HOOK, _MAG_CACHE_BLOCK_HOOK),
         "MagCache",
     )
 
 
-#: peer name -> ``enable(target)`` returning its ``disable``.
+#: peer name -> ``enable(target, **knobs)`` returning its ``disable``; the knobs are its keyword arguments.
 PEERS: dict[str, Callable[[PeerTarget], Disable]] = {
     "peer:tomesd": peer_tomesd,
     "peer:deepcache": peer_deepcache,
@@ -297,6 +315,47 @@ PEERS: dict[str, Callable[[PeerTarget], Disable]] = {
     "peer:faster-cache": peer_faster_cache,
     "peer:cache-dit": peer_cache_dit,
 }
+
+
+def _knobs(name: str) -> dict[str, inspect.Parameter]:
+    return dict(list(inspect.signature(PEERS[name]).parameters.items())[1:])
+
+
+def peer_knobs(name: str) -> dict[str, Any]:
+    """A peer's knobs and their defaults, e.g. ``{"interval": 5, "warmup": 3, "order": 1}`` for TaylorSeer."""
+    return {k: p.default for k, p in _knobs(name).items()}
+
+
+def parse_peer(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"peer:taylorseer:interval=3:order=2"`` -> ``("peer:taylorseer", {"interval": 3, "order": 2})``.
+
+    A peer name, then ``:knob=value`` pairs (colons, so a comma-separated list of peers stays parseable).
+    Values are parsed as the knob's default's type (a ``None`` default takes an integer). Raises
+    ``ValueError`` naming the peer, the knob or the value and what is allowed.
+    """
+    parts = spec.split(":")
+    name, pairs = ":".join(parts[:2]), parts[2:]
+    if name not in PEERS:
+        raise ValueError(f"peer {name!r} is unknown; allowed: {sorted(PEERS)}")
+    allowed = _knobs(name)
+    knobs: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, text = pair.partition("=")
+        if not eq or key not in allowed:
+            raise ValueError(f"{name} knob {pair!r} is invalid; allowed: KNOB=VALUE with KNOB in {list(allowed)}")
+        default = allowed[key].default
+        kind = int if default is None else type(default)
+        try:
+            knobs[key] = kind(text)
+        except ValueError:
+            raise ValueError(f"{name} knob {key}={text!r} is invalid; allowed: a {kind.__name__}") from None
+    return name, knobs
+
+
+def make_peer(spec: str) -> Callable[[PeerTarget], Disable]:
+    """``enable(target)`` for a peer spec (see :func:`parse_peer`)."""
+    name, knobs = parse_peer(spec)
+    return lambda target: PEERS[name](target, **knobs)
 
 
 # ---- leaving the model as it was ------------------------------------------------------------------

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``tokencache bench``."""
     import torch
 
-    from ..peers import PEERS
+    from ..peers import parse_peer
     from ..shapes import model_family
     from .report import plot, print_table, to_markdown
     from .runner import nearest_peers, run_workload
@@ -99,9 +99,12 @@ def run(args: argparse.Namespace) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     specs = [s for s in args.methods.split(",") if s] if args.methods is not None else None
     configs = _configs(specs) if specs is not None else None  # bad specs fail before any model is built
-    bad = [p for p in args.peers.split(",") if p and p not in PEERS]
-    if bad:
-        raise ValueError(f"bench --peers={args.peers!r}: {bad} unknown; allowed: {sorted(PEERS)}")
+    for p in args.peers.split(","):
+        if p:
+            try:
+                parse_peer(p)
+            except ValueError as e:
+                raise ValueError(f"bench --peers={args.peers!r}: {e}") from None
     dtype = getattr(torch, args.dtype)
     work, mode, what = _workload(args, dtype)
     if configs is None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .. import registry as api
-from ..peers import PEERS, PeerTarget, snapshot
+from ..peers import PeerTarget, make_peer, snapshot
 from ..progress import Progress
 from ..registry import BaseConfig, MacBook
 from .workloads import Workload, bare_workload
@@ -170,8 +170,9 @@ def run_workload(
     Args:
         work: the generation to time (see :func:`bare_workload`, :func:`reference_workload`).
         configs: display name -> method config.
-        peers: names from :data:`tokencache.peers.PEERS`; one that fails gets a row with its error (its MACs
-            are not counted: NaN).
+        peers: peer specs, names from :data:`tokencache.peers.PEERS` with optional knobs
+            (``"peer:taylorseer:interval=3"``, see :func:`~tokencache.harness.peers.parse_peer`); one that fails
+            gets a row with its error (its MACs are not counted: NaN).
         repeats: timed runs per config (median reported); ``warmup`` untimed runs first.
         compile: wrap the denoiser's blocks with ``torch.compile`` (regional compile).
 
@@ -197,14 +198,14 @@ def run_workload(
         undo: Callable[[], None] | None = None
         restore: Callable[[], list[str]] | None = None
         try:
-            if name in PEERS:
+            if name.startswith("peer:"):
                 rows[name].macs_ratio = float("nan")
                 restore = snapshot(model, work.pipe)
                 target = PeerTarget(model, work.pipe, work.scheduler, calls.get("baseline", work.steps), work.cfg,
                                     timestep=lambda: watch.timestep, generate=work.generate, memo=memo)
-                undo = PEERS[name](target)
+                undo = make_peer(name)(target)  # raises naming a bad peer or knob
             elif name != "baseline" and cfg is None:
-                raise ValueError(f"peer {name!r} is unknown; allowed: {sorted(PEERS)}")
+                raise ValueError(f"{name!r} is neither a config nor a peer; peers are named 'peer:...'")
             if cfg is not None:
                 api.apply(work.target, cfg, **work.apply_kwargs)
             watch.reset()
