@@ -93,3 +93,30 @@ def test_forecast_coordinate_follows_the_scheduler():
         tc.FORAConfig(forecast_coordinate="time")
     with pytest.raises(ValueError, match=r"needs a pipeline"):
         tc.apply(tiny_dit(), tc.FORAConfig(forecast_coordinate="timestep"), num_inference_steps=4)
+
+
+def test_fora_step_plan_places_the_full_steps():
+    from tokencache.methods.fora import taylorseer_plan
+
+    assert taylorseer_plan(3, 5, 20) == "FFFCFCCCCFCCCCFCCCCF"  # steps < 3, then (s - 4) % 5 == 0
+    assert taylorseer_plan(1, 3, 8) == "FCFCCFCC"
+    same = tc.FORAConfig(step_plan="FCC" * 4)
+    assert same.plan(12) == tc.FORAConfig(interval=3).plan(12)
+    kinds = [a.kind for a in tc.FORAConfig(step_plan="FFCCCFCCCC").plan(20)]
+    assert kinds.count("full") == 6 and kinds[0] == "full"  # mapped by position, share of full steps (3 of 10) kept
+    cfg = tc.FORAConfig(step_plan=taylorseer_plan(2, 3, 12), forecast="taylor")
+    assert tc.load_config(cfg.save(tmp := __import__("tempfile").mkdtemp() + "/p.yaml")) == cfg and tmp
+    for bad in ("", "CF", "FXC", ["F", "C"]):
+        with pytest.raises(ValueError, match=r"FORAConfig\.step_plan=.* is invalid; allowed: None or a string"):
+            tc.FORAConfig(step_plan=bad)
+    net, inputs = _dit()
+    outs = {}
+    for name, c in (("interval", tc.FORAConfig(interval=3)), ("plan", same),
+                    ("other", tc.FORAConfig(step_plan="FFCFFCFFCFFC"))):
+        tc.apply(net, c, num_inference_steps=12, cfg=False)
+        outs[name] = _run(net, inputs, 1, steps=12)
+        counts = tc.summary(net).steps_by_kind
+        tc.remove(net)
+        outs[name + "_full"] = counts["full"]
+    assert all(torch.equal(a, b) for a, b in zip(outs["interval"], outs["plan"]))
+    assert outs["plan_full"] == 4 and outs["other_full"] == 8

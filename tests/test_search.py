@@ -220,3 +220,29 @@ def test_shipped_reference_strategies_dominate_their_presets():
         assert found["macs"] <= preset["macs"] and found["psnr"] > preset["psnr"] + 1.0, name
     fast = tc.load_config(strategies["reference_unet_dato50_fast"])
     assert isinstance(fast, tc.DaToConfig) and fast.cache_plan[0] == "full" and len(fast.cache_plan) == 50
+
+
+@pytest.mark.parametrize("method", ["dato", "deepcache", "toca", "duca", "fora"])
+def test_approximator_gene_in_every_space(method):
+    from tokencache.search import make_space
+    from tokencache.search.space import approximator_fields, approximator_name
+
+    assert approximator_fields("taylor2") == {"forecast": "taylor", "forecast_order": 2}
+    assert approximator_fields("foca") == {"forecast": "foca", "forecast_order": 1}
+    space = make_space(method, 8, 2)
+    seen = set()
+    for approx in ("none", "taylor1", "taylor2", "foca"):
+        study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(0))
+        base = next(p for c in space.presets().values() if (p := space.params_of(c)) is not None)
+        study.enqueue_trial({**base, "approx": approx})
+        cfg = space.suggest(study.ask())
+        assert approximator_name(cfg) == approx  # the gene reaches the config
+        assert space.params_of(cfg) == {**base, "approx": approx}  # and round-trips
+        seen.add((cfg.forecast, cfg.forecast_order))
+    assert len(seen) == 4
+    only_reuse = make_space(method, 8, 2, approximators=["none"])
+    cfg = next(c for c in only_reuse.presets().values() if only_reuse.params_of(c) is not None)
+    assert "approx" not in only_reuse.params_of(cfg)
+    assert only_reuse.params_of(type(cfg).from_dict({**cfg.to_dict(), "forecast": "taylor"})) is None
+    with pytest.raises(ValueError, match=r"approximator 'taylor9' is invalid; allowed: \['none', 'taylor1'"):
+        make_space(method, 8, 2, approximators=["none", "taylor9"])

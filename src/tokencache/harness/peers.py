@@ -196,7 +196,7 @@ def peer_first_block_cache(target: PeerTarget, threshold: float = 0.05) -> Disab
 
 
 def peer_pab(target: PeerTarget, skip: int = 2, low: int = 100, high: int = 800) -> Disable:
-    """diffusers Pyramid Attention Broadcast: self-attention every ``skip``-th call for timesteps in (``low``, ``high``)."""
+    """diffusers Pyramid Attention Broadcast: self-attention every ``skip``-th call, t in (``low``, ``high``)."""
     from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
     from diffusers.hooks.pyramid_attention_broadcast import _PYRAMID_ATTENTION_BROADCAST_HOOK
 

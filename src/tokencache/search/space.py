@@ -10,11 +10,55 @@ from ..harness.registry import CONFIG_CLASSES, BaseConfig, DaToConfig, DeepCache
 DEFAULT_RATIOS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7)
 DEFAULT_DEPTHS = (1, 2, 3)
 
+APPROXIMATORS = ("none", "taylor1", "taylor2", "foca")
+"""The approximator gene's default choices: reuse, Taylor order 1 and 2, FoCa (``CachingConfig.forecast``)."""
+
+ALL_APPROXIMATORS = ("none", "taylor1", "taylor2", "taylor3", "hermite1", "hermite2", "hermite3", "foca")
+
+
+def approximator_fields(name: str) -> dict[str, Any]:
+    """``"taylor2"`` -> ``{"forecast": "taylor", "forecast_order": 2}``; ``"none"`` / ``"foca"`` -> order 1."""
+    if name not in ALL_APPROXIMATORS:
+        raise ValueError(f"approximator {name!r} is invalid; allowed: {list(ALL_APPROXIMATORS)}")
+    if name in ("none", "foca"):
+        return {"forecast": name, "forecast_order": 1}
+    return {"forecast": name[:-1], "forecast_order": int(name[-1])}
+
+
+def approximator_name(config: BaseConfig) -> str:
+    """The gene value of a config's approximator (inverse of :func:`approximator_fields`)."""
+    forecast = getattr(config, "forecast", "none")
+    return forecast if forecast in ("none", "foca") else f"{forecast}{config.forecast_order}"
+
 
 class SearchSpace:
-    """Base class: ``suggest(trial)`` builds a config; ``params_of(cfg)`` gives the genes of a config or ``None``."""
+    """Base class: ``suggest(trial)`` builds a config; ``params_of(cfg)`` gives the genes of a config or ``None``.
+
+    Every space also has the approximator gene ``approx`` (how skipped outputs are produced: reuse or a
+    forecast, see :func:`approximator_fields`) when ``approximators`` offers more than one choice.
+    """
 
     method: str = ""
+    approximators: tuple[str, ...] = APPROXIMATORS
+
+    def _set_approximators(self, approximators: Sequence[str]) -> None:
+        if not approximators:
+            raise ValueError(f"approximators is empty; allowed: a non-empty list from {list(ALL_APPROXIMATORS)}")
+        for a in approximators:
+            approximator_fields(a)  # raises naming the bad one
+        self.approximators = tuple(approximators)
+
+    def _suggest_approx(self, trial: Any) -> dict[str, Any]:
+        if len(self.approximators) == 1:
+            return approximator_fields(self.approximators[0])
+        return approximator_fields(trial.suggest_categorical("approx", self.approximators))
+
+    def _approx_params(self, config: BaseConfig) -> dict[str, Any] | None:
+        """``{"approx": name}`` (or ``{}`` for a single choice), ``None`` when the config's is not offered."""
+        name = approximator_name(config)
+        if name not in self.approximators:
+            return None
+        return {"approx": name} if len(self.approximators) > 1 else {}
 
     def suggest(self, trial: Any) -> BaseConfig:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -60,7 +104,9 @@ class DaToSpace(SearchSpace):
         depths: Sequence[int] = DEFAULT_DEPTHS,
         ratios: Sequence[float] = DEFAULT_RATIOS,
         base: dict[str, Any] | None = None,
+        approximators: Sequence[str] = APPROXIMATORS,
     ) -> None:
+        self._set_approximators(approximators)
         if steps < 2:
             raise ValueError(f"steps={steps} is invalid for a DaTo search; allowed: >= 2")
         if not depths or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in depths):
@@ -77,17 +123,19 @@ class DaToSpace(SearchSpace):
         for i in range(1, self.steps):
             plan.append(_action_value(trial.suggest_categorical(f"a{i:03d}", self.actions)))
         ratios = [trial.suggest_categorical(f"r{i:03d}", self.ratios) for i in range(self.steps)]
-        return self.build(plan, ratios)
+        return self.build(plan, ratios, self._suggest_approx(trial))
 
-    def build(self, plan: list[Any], ratios: list[float]) -> DaToConfig:
+    def build(self, plan: list[Any], ratios: list[float], approx: dict[str, Any] | None = None) -> DaToConfig:
         ratio: Any = ratios[0] if len(set(ratios)) == 1 else [float(r) for r in ratios]
-        return DaToConfig(cache_plan=list(plan), prune_ratio=ratio, **self.base)
+        return DaToConfig(cache_plan=list(plan), prune_ratio=ratio, **{**self.base, **(approx or {})})
 
     def params_of(self, config: BaseConfig) -> dict[str, Any] | None:
         if not isinstance(config, DaToConfig):
             return None
+        params = self._approx_params(config)
+        if params is None:
+            return None
         actions = config.plan(self.steps)
-        params: dict[str, Any] = {}
         for i, a in enumerate(actions):
             if i > 0:
                 name = a.kind if a.kind in ("full", "reuse") else f"d{a.depth}"
@@ -102,7 +150,8 @@ class DaToSpace(SearchSpace):
         return params
 
     def describe(self) -> dict[str, Any]:
-        return {"method": self.method, "depths": list(self.depths), "ratios": list(self.ratios), "base": self.base}
+        return {"method": self.method, "depths": list(self.depths), "ratios": list(self.ratios), "base": self.base,
+                "approximators": list(self.approximators)}
 
 
 class DeepCacheSpace(SearchSpace):
@@ -110,24 +159,29 @@ class DeepCacheSpace(SearchSpace):
 
     method = "deepcache"
 
-    def __init__(self, steps: int, max_interval: int = 10, max_branch: int = 2) -> None:
+    def __init__(self, steps: int, max_interval: int = 10, max_branch: int = 2,
+                 approximators: Sequence[str] = APPROXIMATORS) -> None:
+        self._set_approximators(approximators)
         self.steps, self.max_interval, self.max_branch = steps, max_interval, max_branch
 
     def suggest(self, trial: Any) -> DeepCacheConfig:
         return DeepCacheConfig(
             interval=trial.suggest_int("interval", 1, self.max_interval),
             branch=trial.suggest_int("branch", 0, self.max_branch),
+            **self._suggest_approx(trial),
         )
 
     def params_of(self, config: BaseConfig) -> dict[str, Any] | None:
         if not isinstance(config, DeepCacheConfig):
             return None
-        if config.interval > self.max_interval or config.branch > self.max_branch:
+        approx = self._approx_params(config)
+        if approx is None or config.interval > self.max_interval or config.branch > self.max_branch:
             return None
-        return {"interval": config.interval, "branch": config.branch}
+        return {"interval": config.interval, "branch": config.branch, **approx}
 
     def describe(self) -> dict[str, Any]:
-        return {"method": self.method, "max_interval": self.max_interval, "max_branch": self.max_branch}
+        return {"method": self.method, "max_interval": self.max_interval, "max_branch": self.max_branch,
+                "approximators": list(self.approximators)}
 
 
 DUCA_CYCLES = ("FC", "FA", "FCA", "FAC", "FCAC", "FACA", "FACAC", "FCACA", "FCACAC")
@@ -161,7 +215,9 @@ class TokenCacheSpace(SearchSpace):
         max_interval: int = 8,
         cycles: Sequence[str] = DUCA_CYCLES,
         factors: Sequence[float] = FACTOR_CHOICES,
+        approximators: Sequence[str] = APPROXIMATORS,
     ) -> None:
+        self._set_approximators(approximators)
         if method not in ("toca", "duca"):
             raise ValueError(f"method={method!r} is invalid for a token-cache space; allowed: 'toca', 'duca'")
         if max_interval < 1:
@@ -184,11 +240,15 @@ class TokenCacheSpace(SearchSpace):
             "fresh_ratio": trial.suggest_categorical("fresh_ratio", self.RATIOS),
             "step_weight": trial.suggest_categorical("step_weight", self.factors),
             "layer_weight": trial.suggest_categorical("layer_weight", self.factors),
+            **self._suggest_approx(trial),
         }
         return CONFIG_CLASSES[self.method](**kw)
 
     def params_of(self, config: BaseConfig) -> dict[str, Any] | None:
         if not isinstance(config, CONFIG_CLASSES[self.method]):
+            return None
+        approx = self._approx_params(config)
+        if approx is None or config.schedule != "cycle":
             return None
         name, choices = self._pattern_gene()
         params = {
@@ -199,12 +259,12 @@ class TokenCacheSpace(SearchSpace):
             "layer_weight": _match(config.layer_weight, self.factors),
         }
         ok = params[name] in choices and 1 <= params["first_full_steps"] <= 3
-        return params if ok and None not in params.values() else None
+        return {**params, **approx} if ok and None not in params.values() else None
 
     def describe(self) -> dict[str, Any]:
         name, choices = self._pattern_gene()
         return {"method": self.method, name: list(choices), "fresh_ratio": list(self.RATIOS),
-                "factors": list(self.factors)}
+                "factors": list(self.factors), "approximators": list(self.approximators)}
 
 
 class FORASpace(SearchSpace):
@@ -212,18 +272,23 @@ class FORASpace(SearchSpace):
 
     method = "fora"
 
-    def __init__(self, steps: int, max_interval: int = 8) -> None:
+    def __init__(self, steps: int, max_interval: int = 8, approximators: Sequence[str] = APPROXIMATORS) -> None:
+        self._set_approximators(approximators)
         self.steps, self.max_interval = steps, max_interval
 
     def suggest(self, trial: Any) -> BaseConfig:
-        return CONFIG_CLASSES["fora"](interval=trial.suggest_int("interval", 1, self.max_interval))
+        return CONFIG_CLASSES["fora"](interval=trial.suggest_int("interval", 1, self.max_interval),
+                                      **self._suggest_approx(trial))
 
     def params_of(self, config: BaseConfig) -> dict[str, Any] | None:
-        ok = isinstance(config, CONFIG_CLASSES["fora"]) and 1 <= config.interval <= self.max_interval
-        return {"interval": config.interval} if ok else None
+        if not isinstance(config, CONFIG_CLASSES["fora"]) or config.step_plan is not None:
+            return None
+        approx = self._approx_params(config)
+        ok = approx is not None and 1 <= config.interval <= self.max_interval
+        return {"interval": config.interval, **approx} if ok else None
 
     def describe(self) -> dict[str, Any]:
-        return {"method": self.method, "max_interval": self.max_interval}
+        return {"method": self.method, "max_interval": self.max_interval, "approximators": list(self.approximators)}
 
 
 def _match(value: float, choices: Sequence[float]) -> float | None:
@@ -242,18 +307,20 @@ def make_space(method: str, steps: int, max_depth: int, **kw: Any) -> SearchSpac
         method: one of :data:`SEARCHABLE`.
         steps: number of denoising steps.
         max_depth: deepest branch depth the UNet allows (0 for transformers).
-        **kw: ``depths``, ``ratios`` and ``base`` for DaTo.
+        **kw: ``depths``, ``ratios`` and ``base`` for DaTo; ``approximators`` for every method (default
+            :data:`APPROXIMATORS`).
     """
+    approx = tuple(kw.get("approximators") or APPROXIMATORS)
     if method == "dato":
         depths = [d for d in kw.get("depths") or DEFAULT_DEPTHS if d <= max_depth]
         bad = [d for d in kw.get("depths") or () if d > max_depth]
         if bad:
             raise ValueError(f"depths {bad} are invalid for this UNet; allowed: 1..{max_depth}")
-        return DaToSpace(steps, depths, kw.get("ratios") or DEFAULT_RATIOS, kw.get("base"))
+        return DaToSpace(steps, depths, kw.get("ratios") or DEFAULT_RATIOS, kw.get("base"), approx)
     if method == "deepcache":
-        return DeepCacheSpace(steps, max_branch=max(0, min(3, max_depth) - 1))
+        return DeepCacheSpace(steps, max_branch=max(0, min(3, max_depth) - 1), approximators=approx)
     if method in ("toca", "duca"):
-        return TokenCacheSpace(method, steps)
+        return TokenCacheSpace(method, steps, approximators=approx)
     if method == "fora":
-        return FORASpace(steps)
+        return FORASpace(steps, approximators=approx)
     raise ValueError(f"method {method!r} cannot be searched; allowed: {list(SEARCHABLE)}")

@@ -156,6 +156,7 @@ def run_search(
     constraints: Sequence[str] = (),
     depths: Sequence[int] | None = None,
     ratios: Sequence[float] | None = None,
+    approximators: Sequence[str] | None = None,
     fidelity_on: str = "latent",
     batch_size: int = 8,
     seed: int = 0,
@@ -191,6 +192,8 @@ def run_search(
         guidance_scale: CFG scale, ``None`` = pipeline default.
         constraints: e.g. ``["psnr>=25"]``; infeasible candidates never enter the front.
         depths, ratios: DaTo branch depths and pruning ratios to choose from.
+        approximators: the approximator gene's choices (``"none"``, ``"taylor1"``..``"taylor3"``,
+            ``"hermite1"``..``"hermite3"``, ``"foca"``); default ``none, taylor1, taylor2, foca``.
         fidelity_on: ``"latent"`` or ``"image"``.
         batch_size: samples per pipeline call.
         seed: seeds the sampler and the subset.
@@ -221,7 +224,8 @@ def run_search(
     if method not in CONFIG_CLASSES:
         raise ValueError(f"method {method!r} is unknown; allowed: {sorted(CONFIG_CLASSES)}")
     cons = [parse_constraint(c) for c in constraints]
-    space = make_space(method, steps, max_branch_depth(pipe), depths=depths, ratios=ratios)
+    space = make_space(method, steps, max_branch_depth(pipe), depths=depths, ratios=ratios,
+                       approximators=approximators)
     if "latency_model" in objectives and not isinstance(space, DaToSpace):
         raise ValueError("objective 'latency_model' is only calibrated for the 'dato' space; use 'macs' or 'latency'")
     subset, seeds = pick_samples(prompts or default_prompts(pipe), n_samples, seed)

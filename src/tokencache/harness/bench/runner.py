@@ -99,6 +99,83 @@ class _Watch:
             h.remove()
 
 
+@dataclass
+class Measured:
+    """One timed generation: its output, end-to-end and loop seconds, and the method's summary (configs only)."""
+
+    out: torch.Tensor
+    e2e_s: float
+    loop_s: float
+    summary: Any = None
+
+
+class Runs:
+    """Runs one config or peer at a time on a denoiser: install, time one generation, remove.
+
+    After a peer, anything it left on the modules is put back (:func:`~tokencache.harness.peers.snapshot`).
+    One instance serves several workloads on the same denoiser (e.g. one per seed); it remembers each
+    name's denoiser calls per generation (peers that need the step count get the baseline's) and the peers'
+    calibrations (``memo``).
+
+    Args:
+        model: the denoiser.
+        device: where it runs (CUDA times the loop with events).
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.watch = _Watch(model, device)
+        self.calls: dict[str, int] = {}
+        self.memo: dict = {}
+
+    def run(self, work: Workload, name: str, cfg: BaseConfig | None) -> Measured:
+        """Time one generation of ``work`` under ``cfg``, the peer ``name`` (``"peer:..."``) or nothing.
+
+        Raises whatever installing, running or removing raised, after cleaning up.
+        """
+        model, device = self.model, self.device
+        undo: Callable[[], None] | None = None
+        restore: Callable[[], list[str]] | None = None
+        summary = None
+        try:
+            if name.startswith("peer:"):
+                restore = snapshot(model, work.pipe)
+                target = PeerTarget(model, work.pipe, work.scheduler, self.calls.get("baseline", work.steps),
+                                    work.cfg, timestep=lambda: self.watch.timestep, generate=work.generate,
+                                    memo=self.memo)
+                undo = make_peer(name)(target)  # raises naming a bad peer or knob
+            elif name != "baseline" and cfg is None:
+                raise ValueError(f"{name!r} is neither a config nor a peer; peers are named 'peer:...'")
+            if cfg is not None:
+                api.apply(work.target, cfg, **work.apply_kwargs)
+            self.watch.reset()
+            _sync(device)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                out = work.generate()
+            _sync(device)
+            e2e = time.perf_counter() - t0
+            self.calls.setdefault(name, self.watch.calls)
+            loop = self.watch.loop_seconds()
+            if cfg is not None:
+                summary = api.summary(work.target)
+        finally:
+            if cfg is not None:
+                api.remove(work.target)
+            try:
+                if undo is not None:
+                    undo()
+            except Exception as e:
+                raise RuntimeError(f"disable failed: {type(e).__name__}: {e}") from e
+            finally:
+                if restore is not None:
+                    restore()
+        return Measured(out, e2e, loop, summary)
+
+    def close(self) -> None:
+        self.watch.remove()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -189,53 +266,24 @@ def run_workload(
     outs: dict[str, torch.Tensor] = {}
     rows = {n: Row(n) for n in names}
     macs_call = _baseline_macs(model, work.generate)
-    watch = _Watch(model, device)
-    calls: dict[str, int] = {}
-    memo: dict = {}
+    runs = Runs(model, device)
 
     def one(name: str, timed: bool) -> None:
         cfg = configs.get(name)
-        undo: Callable[[], None] | None = None
-        restore: Callable[[], list[str]] | None = None
+        if name.startswith("peer:"):
+            rows[name].macs_ratio = float("nan")
         try:
-            if name.startswith("peer:"):
-                rows[name].macs_ratio = float("nan")
-                restore = snapshot(model, work.pipe)
-                target = PeerTarget(model, work.pipe, work.scheduler, calls.get("baseline", work.steps), work.cfg,
-                                    timestep=lambda: watch.timestep, generate=work.generate, memo=memo)
-                undo = make_peer(name)(target)  # raises naming a bad peer or knob
-            elif name != "baseline" and cfg is None:
-                raise ValueError(f"{name!r} is neither a config nor a peer; peers are named 'peer:...'")
-            if cfg is not None:
-                api.apply(work.target, cfg, **work.apply_kwargs)
-            watch.reset()
-            _sync(device)
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                out = work.generate()
-            _sync(device)
-            e2e = time.perf_counter() - t0
-            calls.setdefault(name, watch.calls)
-            if timed:
-                loop_t[name].append(watch.loop_seconds())
-                e2e_t[name].append(e2e)
-                outs[name] = out
-                if cfg is not None:
-                    s = api.summary(work.target)
-                    rows[name].macs_ratio = s.macs_ratio
-                    rows[name].cache_bytes = s.cache_bytes
+            m = runs.run(work, name, cfg)
         except Exception as e:  # a failing config gets an error row, never a silent skip
             rows[name].error = f"{type(e).__name__}: {e}"
-        finally:
-            if cfg is not None:
-                api.remove(work.target)
-            if undo is not None:
-                try:
-                    undo()
-                except Exception as e:
-                    rows[name].error = rows[name].error or f"disable failed: {type(e).__name__}: {e}"
-            if restore is not None:
-                restore()
+            return
+        if timed:
+            loop_t[name].append(m.loop_s)
+            e2e_t[name].append(m.e2e_s)
+            outs[name] = m.out
+            if m.summary is not None:
+                rows[name].macs_ratio = m.summary.macs_ratio
+                rows[name].cache_bytes = m.summary.cache_bytes
 
     total = (warmup + repeats) * len(names)
     try:
@@ -248,8 +296,8 @@ def run_workload(
                     bar.advance()
                     gc.collect()
     finally:
-        watch.remove()
-    _fill_rows(rows, loop_t, e2e_t, outs, work, macs_call * calls.get("baseline", work.steps), device)
+        runs.close()
+    _fill_rows(rows, loop_t, e2e_t, outs, work, macs_call * runs.calls.get("baseline", work.steps), device)
     return [rows[n] for n in names]
 
 
