@@ -246,3 +246,22 @@ def test_approximator_gene_in_every_space(method):
     assert only_reuse.params_of(type(cfg).from_dict({**cfg.to_dict(), "forecast": "taylor"})) is None
     with pytest.raises(ValueError, match=r"approximator 'taylor9' is invalid; allowed: \['none', 'taylor1'"):
         make_space(method, 8, 2, approximators=["none", "taylor9"])
+
+
+def test_fora_placement_space_has_a_gene_per_step_and_starts_from_uniform_plans():
+    from tokencache.methods.fora import taylorseer_plan
+    from tokencache.search import make_space
+
+    space = make_space("fora", 12, 0, placement=True)
+    seeds = space.seeds()
+    assert len(seeds) == 3 + 3 * 7  # presets, then warm-up 1-3 x interval 2-8 with Taylor order 1
+    ts = tc.FORAConfig(step_plan=taylorseer_plan(3, 4, 12), forecast="taylor")
+    params = space.params_of(ts)
+    assert sorted(k for k in params if k.startswith("f")) == [f"f{i:03d}" for i in range(1, 12)]
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    study.enqueue_trial(params)
+    cfg = space.suggest(study.ask())
+    assert cfg.step_plan == taylorseer_plan(3, 4, 12) and cfg.forecast == "taylor"
+    assert space.params_of(tc.FORAConfig(interval=3))["f003"] == "F"  # interval configs map onto the genes
+    with pytest.raises(ValueError, match="placement is invalid for method 'toca'"):
+        make_space("toca", 12, 0, placement=True)

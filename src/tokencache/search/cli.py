@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ratios", type=_csv(float), default=None, help="DaTo ratios (default 0,.3,.4,.5,.6,.7)")
     parser.add_argument("--approximators", type=_csv(str), default=None,
                         help="approximator gene choices (default none,taylor1,taylor2,foca; 'none' alone: reuse only)")
+    parser.add_argument("--placement", action="store_true",
+                        help="fora: a gene per step (where the full steps fall) instead of the interval")
     parser.add_argument("--fidelity-on", choices=("latent", "image"), default="latent")
     parser.add_argument("--fd-stats", default=None, help=".npz reference statistics for the 'fd' objective")
     parser.add_argument("--clip-model", default=None, help="local CLIP folder for the 'clip' objective")
@@ -75,7 +77,7 @@ def _kwargs(args: argparse.Namespace, storage: str, name: str) -> dict[str, Any]
         method=args.method, n_trials=args.trials, population=args.population, storage=storage, study_name=name,
         objectives=args.objectives, prompts=prompts, n_samples=args.samples, steps=args.steps,
         guidance_scale=args.guidance_scale, constraints=args.constraint, depths=args.depths, ratios=args.ratios,
-        approximators=args.approximators,
+        approximators=args.approximators, placement=args.placement,
         fidelity_on=args.fidelity_on, batch_size=args.batch_size, seed=args.seed,
         seed_presets=not args.no_seed_presets, eval_presets=not args.no_presets, fd_stats=args.fd_stats,
         clip_model=args.clip_model,

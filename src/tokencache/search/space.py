@@ -71,6 +71,10 @@ class SearchSpace:
         cls = CONFIG_CLASSES[self.method]
         return {name: cls.preset(name) for name in ("quality", "balanced", "fast") if name in cls.PRESETS}
 
+    def seeds(self) -> list[BaseConfig]:
+        """Configs enqueued as the first trials (those inside the space): the presets by default."""
+        return list(self.presets().values())
+
     def describe(self) -> dict[str, Any]:
         return {"method": self.method}
 
@@ -268,27 +272,54 @@ class TokenCacheSpace(SearchSpace):
 
 
 class FORASpace(SearchSpace):
-    """FORA-like baseline: the full-step interval."""
+    """FORA-like baseline: the full-step interval, or with ``placement`` where every full step falls.
+
+    With ``placement=True`` each step after the first has a gene ``f001``.. (``"F"`` full or ``"C"``
+    cached) and the config is a :attr:`FORAConfig.step_plan`; the first trials are then the presets and
+    TaylorSeer-style plans (``warmup`` 1-3 full steps, then every 2-8 steps) forecast with Taylor order 1,
+    so the search starts from the uniform schedules' frontier and moves full steps from there.
+    """
 
     method = "fora"
 
-    def __init__(self, steps: int, max_interval: int = 8, approximators: Sequence[str] = APPROXIMATORS) -> None:
+    def __init__(self, steps: int, max_interval: int = 8, approximators: Sequence[str] = APPROXIMATORS,
+                 placement: bool = False) -> None:
         self._set_approximators(approximators)
-        self.steps, self.max_interval = steps, max_interval
+        if placement and steps < 2:
+            raise ValueError(f"steps={steps} is invalid for a placement search; allowed: >= 2")
+        self.steps, self.max_interval, self.placement = steps, max_interval, placement
 
     def suggest(self, trial: Any) -> BaseConfig:
-        return CONFIG_CLASSES["fora"](interval=trial.suggest_int("interval", 1, self.max_interval),
-                                      **self._suggest_approx(trial))
+        approx = self._suggest_approx(trial)
+        if self.placement:
+            plan = "F" + "".join(trial.suggest_categorical(f"f{i:03d}", ("F", "C")) for i in range(1, self.steps))
+            return CONFIG_CLASSES["fora"](step_plan=plan, **approx)
+        return CONFIG_CLASSES["fora"](interval=trial.suggest_int("interval", 1, self.max_interval), **approx)
 
     def params_of(self, config: BaseConfig) -> dict[str, Any] | None:
-        if not isinstance(config, CONFIG_CLASSES["fora"]) or config.step_plan is not None:
+        if not isinstance(config, CONFIG_CLASSES["fora"]):
             return None
         approx = self._approx_params(config)
-        ok = approx is not None and 1 <= config.interval <= self.max_interval
+        if approx is None:
+            return None
+        if self.placement:
+            letters = ["F" if a.kind == "full" else "C" for a in config.plan(self.steps)]
+            return {**{f"f{i:03d}": c for i, c in enumerate(letters) if i > 0}, **approx}
+        ok = config.step_plan is None and 1 <= config.interval <= self.max_interval
         return {"interval": config.interval, **approx} if ok else None
 
+    def seeds(self) -> list[BaseConfig]:
+        out = super().seeds()
+        if self.placement and "taylor1" in self.approximators:
+            from ..methods.fora import taylorseer_plan
+
+            out += [CONFIG_CLASSES["fora"](step_plan=taylorseer_plan(w, k, self.steps), forecast="taylor")
+                    for w in (1, 2, 3) for k in range(2, self.max_interval + 1)]
+        return out
+
     def describe(self) -> dict[str, Any]:
-        return {"method": self.method, "max_interval": self.max_interval, "approximators": list(self.approximators)}
+        return {"method": self.method, "max_interval": self.max_interval, "approximators": list(self.approximators),
+                "placement": self.placement}
 
 
 def _match(value: float, choices: Sequence[float]) -> float | None:
@@ -308,8 +339,10 @@ def make_space(method: str, steps: int, max_depth: int, **kw: Any) -> SearchSpac
         steps: number of denoising steps.
         max_depth: deepest branch depth the UNet allows (0 for transformers).
         **kw: ``depths``, ``ratios`` and ``base`` for DaTo; ``approximators`` for every method (default
-            :data:`APPROXIMATORS`).
+            :data:`APPROXIMATORS`); ``placement`` for FORA (a gene per step instead of the interval).
     """
+    if kw.get("placement") and method != "fora":
+        raise ValueError(f"placement is invalid for method {method!r}; allowed: 'fora' (DaTo's genes are per step)")
     approx = tuple(kw.get("approximators") or APPROXIMATORS)
     if method == "dato":
         depths = [d for d in kw.get("depths") or DEFAULT_DEPTHS if d <= max_depth]
@@ -322,5 +355,5 @@ def make_space(method: str, steps: int, max_depth: int, **kw: Any) -> SearchSpac
     if method in ("toca", "duca"):
         return TokenCacheSpace(method, steps, approximators=approx)
     if method == "fora":
-        return FORASpace(steps, approximators=approx)
+        return FORASpace(steps, approximators=approx, placement=bool(kw.get("placement")))
     raise ValueError(f"method {method!r} cannot be searched; allowed: {list(SEARCHABLE)}")

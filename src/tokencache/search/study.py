@@ -157,6 +157,7 @@ def run_search(
     depths: Sequence[int] | None = None,
     ratios: Sequence[float] | None = None,
     approximators: Sequence[str] | None = None,
+    placement: bool = False,
     fidelity_on: str = "latent",
     batch_size: int = 8,
     seed: int = 0,
@@ -194,6 +195,7 @@ def run_search(
         depths, ratios: DaTo branch depths and pruning ratios to choose from.
         approximators: the approximator gene's choices (``"none"``, ``"taylor1"``..``"taylor3"``,
             ``"hermite1"``..``"hermite3"``, ``"foca"``); default ``none, taylor1, taylor2, foca``.
+        placement: FORA only: search where every full step falls (a gene per step) instead of the interval.
         fidelity_on: ``"latent"`` or ``"image"``.
         batch_size: samples per pipeline call.
         seed: seeds the sampler and the subset.
@@ -225,7 +227,7 @@ def run_search(
         raise ValueError(f"method {method!r} is unknown; allowed: {sorted(CONFIG_CLASSES)}")
     cons = [parse_constraint(c) for c in constraints]
     space = make_space(method, steps, max_branch_depth(pipe), depths=depths, ratios=ratios,
-                       approximators=approximators)
+                       approximators=approximators, placement=placement)
     if "latency_model" in objectives and not isinstance(space, DaToSpace):
         raise ValueError("objective 'latency_model' is only calibrated for the 'dato' space; use 'macs' or 'latency'")
     subset, seeds = pick_samples(prompts or default_prompts(pipe), n_samples, seed)
@@ -255,7 +257,7 @@ def run_search(
         study.set_user_attr("presets", presets)
     if seed_presets and not study.user_attrs.get("presets_enqueued"):
         study.set_user_attr("presets_enqueued", True)
-        for cfg in space.presets().values():
+        for cfg in space.seeds():
             params = space.params_of(cfg)
             if params is not None:
                 study.enqueue_trial(params, user_attrs={"preset_seed": True}, skip_if_exists=True)

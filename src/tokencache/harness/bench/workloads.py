@@ -77,9 +77,9 @@ def bare_workload(
 
 def reference_workload(
     family: str, *, steps: int, batch: int = 10, guidance: float = REFERENCE_GUIDANCE,
-    device: str = "cpu", dtype: torch.dtype = torch.float32,
+    device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0, pipe: Any = None,
 ) -> Workload:
-    """A trained zoo pipeline (``zoo.load(family)``) sampling digits ``0, 1, ..., 9, 0, ...`` with seed 0.
+    """A trained zoo pipeline (``zoo.load(family)``) sampling digits ``0, 1, ..., 9, 0, ...`` with ``seed``.
 
     Args:
         family: one of ``zoo.FAMILIES`` (``"unet"``, ``"dit"``, ``"pixart"``, ``"flux"``, ``"wan"``).
@@ -87,6 +87,9 @@ def reference_workload(
         batch: images per generation.
         guidance: CFG scale (``zoo.sample``'s default 3.0).
         device, dtype: where and in what precision the pipeline runs.
+        seed: the noise seed (one workload per seed for multi-seed protocols).
+        pipe: an already loaded ``zoo.load(family)`` pipeline to share between workloads (then ``device``
+            and ``dtype`` are its own).
 
     Returns:
         A workload whose output is the pipeline's images in [0, 1], scored by the zoo digit classifier. Video
@@ -97,13 +100,13 @@ def reference_workload(
     from ...metrics import class_accuracy
     from ...zoo.wan import MIDDLE_FRAME
 
-    pipe = zoo.load(family, device=device, dtype=dtype)
+    pipe = zoo.load(family, device=device, dtype=dtype) if pipe is None else pipe
     digits = [i % 10 for i in range(batch)]
     classifier = zoo.load_classifier()
     video = family in zoo.VIDEO_FAMILIES
 
     def generate() -> torch.Tensor:
-        return zoo.sample(family, pipe, digits, seed=0, num_inference_steps=steps, guidance_scale=guidance,
+        return zoo.sample(family, pipe, digits, seed=seed, num_inference_steps=steps, guidance_scale=guidance,
                           output="video" if video else "images")
 
     def score(images: torch.Tensor) -> float:

@@ -1,0 +1,351 @@
+"""The fair quality protocol: tokencache's configurations against every peer at its best, at equal speed.
+
+On a trained reference model (``tokencache.zoo``), every candidate (our methods with reuse and with
+forecasts, and each peer over a grid of its main knobs) generates the same ``--seeds`` x ``--per-seed``
+images (``--per-seed / 10`` per digit, one noise seed per batch), 50 DDIM steps, CFG 3:
+
+* **fidelity**: PSNR against the uncached images of the same seed, per seed (mean and spread shown);
+* **distribution**: FD in the digit classifier's features, all seeds' images against the real test
+  digits; the uncached baseline is drawn on ``--fd-sets`` independent seed sets, so its own resampling
+  spread is known; and class accuracy;
+* **speed**: end-to-end pipeline time, one batch per seed; a baseline batch is timed before every
+  candidate (alternating), and speedups are the median baseline time over the candidate's median;
+  our configurations also get exact MACs.
+* **matched placement**: TaylorSeer's full steps are at its own positions (``warmup`` full steps, then
+  ``(step - warmup - 1) % interval == 0``); our forecasting FORA-like runs at exactly those positions
+  too (``FORAConfig.step_plan = taylorseer_plan(...)``), so the comparison at each grid point is at equal
+  MACs and equal placement. The searched placements (``src/tokencache/strategies``) are searched on other
+  seeds (``tokencache search --seed 7``) than the ones evaluated here.
+
+Each family's frontiers are the Pareto envelopes of PSNR against measured speedup, pooled over our
+configurations and per peer (``tokencache.harness.frontier``), compared at 1.5x, 2x, 3x and 4x.
+
+    python benchmarks/frontier.py --family dit --out benchmarks/results            # ~25 min on 2 cores
+    python benchmarks/frontier.py --family dit --seeds 3 --per-seed 20 --quick      # smoke run
+
+Results are appended to ``OUT/frontier_FAMILY.json`` after every candidate; ``--resume`` skips the
+candidates already there (the same machine and settings are assumed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import tokencache as tc
+from tokencache import zoo
+from tokencache.harness.bench import reference_workload
+from tokencache.harness.bench.runner import Runs
+from tokencache.harness.frontier import compare_at, pareto_front
+from tokencache.methods.fora import taylorseer_plan
+from tokencache.metrics import frechet_distance, psnr
+from tokencache.search import shipped_strategies
+from tokencache.zoo.data import load_digits_split
+
+SPEEDS = (1.5, 2.0, 3.0, 4.0)
+
+
+@dataclass
+class Candidate:
+    """One point of a sweep: ``curve`` groups the points of one method or peer."""
+
+    curve: str
+    label: str
+    ours: bool
+    config: Any = None  # a tokencache config (ours)
+    peer: str = ""  # a peer spec (theirs)
+
+    @property
+    def key(self) -> str:
+        return f"{self.curve} | {self.label}"
+
+
+#: (warm-up, interval) of the TaylorSeer grid; our forecasting FORA-like runs at the same positions
+TS_GRID = ((1, 2), (1, 3), (3, 3), (1, 4), (3, 4), (3, 5), (3, 6), (3, 8))
+
+
+def transformer_candidates(family: str, steps: int, quick: bool) -> list[Candidate]:
+    ts = TS_GRID[1::3] if quick else TS_GRID
+    ours = [Candidate("FORA-like (reuse)", f"N={k}", True, tc.FORAConfig(interval=k)) for k in (2, 3, 4, 6)]
+    for fc, order, name in (("taylor", 1, "Taylor 1"), ("foca", 1, "FoCa")):
+        ours += [Candidate(f"tokencache FORA + {name} (TaylorSeer positions)", f"w={w},N={k}", True,
+                           tc.FORAConfig(step_plan=taylorseer_plan(w, k, steps), forecast=fc, forecast_order=order))
+                 for w, k in ts]
+    ours += [Candidate("tokencache DuCa + Taylor 1", c, True,
+                       tc.DuCaConfig(cycle=c, first_full_steps=3, fresh_ratio=0.1, forecast="taylor"))
+             for c in ("FCA", "FAA", "FAAA", "FAAAA")]
+    ours += [Candidate("ToCa (reuse)", p, True, tc.ToCaConfig.preset(p)) for p in ("quality", "balanced", "fast")]
+    ours += [Candidate("DuCa (reuse)", p, True, tc.DuCaConfig.preset(p)) for p in ("quality", "balanced", "fast")]
+    for name, path in shipped_strategies().items():
+        if name.startswith(f"reference_{family}_fora"):
+            ours.append(Candidate("tokencache FORA searched placement", name.rsplit("_", 1)[-1], True,
+                                  tc.load_config(path)))
+    peers = [Candidate("TaylorSeer", f"w={w},N={k}", False, peer=f"peer:taylorseer:interval={k}:warmup={w}")
+             for w, k in ts]
+    peers += [Candidate("TaylorSeer order 2", f"w={w},N={k}", False,
+                        peer=f"peer:taylorseer:interval={k}:warmup={w}:order=2") for w, k in ts[1::2]]
+    peers += [Candidate("MagCache", f"t={t}", False, peer=f"peer:magcache:threshold={t}:max_skip={k}")
+              for t, k in ((0.06, 3), (0.12, 4), (0.24, 6), (0.5, 8))]
+    peers += [Candidate("First Block Cache", f"t={t}", False, peer=f"peer:first-block-cache:threshold={t}")
+              for t in (0.05, 0.1, 0.2, 0.4)]
+    peers += [Candidate("FasterCache", f"skip={k}", False, peer=f"peer:faster-cache:skip={k}") for k in (2, 3, 4)]
+    peers += [Candidate("PAB", f"skip={k}", False, peer=f"peer:pab:skip={k}:low=0:high=1000") for k in (2, 3, 4)]
+    for cal in ("none", "taylorseer", "foca"):
+        peers += [Candidate(f"cache-dit DBCache ({cal})", f"t={t}", False,
+                            peer=f"peer:cache-dit:threshold={t}:calibrator={cal}:warmup=3")
+                  for t in (0.08, 0.16, 0.32, 0.64)]
+    if quick:
+        ours = ours[::3]
+        peers = peers[::3]
+    return _interleave(ours, peers)
+
+
+def unet_candidates(family: str, steps: int, quick: bool) -> list[Candidate]:
+    ks = (2, 3, 4, 6, 8)
+    ours = [Candidate("DeepCache-like (reuse)", f"N={k}", True, tc.DeepCacheConfig(interval=k, branch=0)) for k in ks]
+    for fc, name in (("taylor", "Taylor 1"), ("foca", "FoCa")):
+        ours += [Candidate(f"tokencache DeepCache-like + {name}", f"N={k}", True,
+                           tc.DeepCacheConfig(interval=k, branch=0, forecast=fc)) for k in ks]
+    ours += [Candidate("DaTo (searched)", name.rsplit("_", 1)[-1], True, tc.load_config(path))
+             for name, path in shipped_strategies().items() if name.startswith("reference_unet_dato")]
+    ours += [Candidate("DaTo preset", p, True, tc.DaToConfig.preset(p)) for p in ("quality", "balanced", "fast")]
+    peers = [Candidate("DeepCache", f"N={k}", False, peer=f"peer:deepcache:interval={k}:branch=0") for k in ks]
+    peers += [Candidate("tomesd", f"r={r}", False, peer=f"peer:tomesd:ratio={r}") for r in (0.3, 0.5, 0.7)]
+    peers += [Candidate("PAB", f"skip={k}", False, peer=f"peer:pab:skip={k}:low=0:high=1000") for k in (2, 3, 4)]
+    if quick:
+        ours = ours[::3]
+        peers = peers[::2]
+    return _interleave(ours, peers)
+
+
+def _interleave(a: list[Candidate], b: list[Candidate]) -> list[Candidate]:
+    """Alternate ours and peers, so slow drift of the machine touches both alike."""
+    out: list[Candidate] = []
+    for i in range(max(len(a), len(b))):
+        out += a[i:i + 1] + b[i:i + 1]
+    return out
+
+
+def fd_of(images: torch.Tensor, clf: Any, real_feats: torch.Tensor) -> float:
+    return float(frechet_distance(clf.features(images.float()), real_feats))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", required=True, choices=("unet", "dit", "pixart"))
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--seeds", type=int, default=5, help="noise seeds (one batch each; >= 3)")
+    ap.add_argument("--per-seed", type=int, default=100, help="images per seed (a multiple of 10)")
+    ap.add_argument("--fd-sets", type=int, default=3, help="independent baseline seed sets for FD's spread")
+    ap.add_argument("--quick", action="store_true", help="a third of the grid (smoke run)")
+    ap.add_argument("--only", default="", help="comma-separated substrings: run only candidates whose key matches")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+    if args.seeds < 3 and not args.quick:
+        raise SystemExit(f"--seeds={args.seeds} is invalid; allowed: >= 3 (the protocol shows the spread)")
+    if args.per_seed % 10:
+        raise SystemExit(f"--per-seed={args.per_seed} is invalid; allowed: a multiple of 10 (balanced digits)")
+    torch.set_grad_enabled(False)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"frontier_{args.family}{'_quick' if args.quick else ''}.json"
+    state: dict[str, Any] = json.loads(path.read_text()) if args.resume and path.exists() else {}
+    make = unet_candidates if args.family == "unet" else transformer_candidates
+    cands = make(args.family, args.steps, args.quick)
+    if args.only:
+        cands = [c for c in cands if any(s in c.key for s in args.only.split(","))]
+
+    pipe = zoo.load(args.family)
+    clf = zoo.load_classifier()
+    _, _, x_test, _ = load_digits_split()
+    real = clf.features(x_test)
+    seeds = list(range(args.seeds))
+    works = {s: reference_workload(args.family, steps=args.steps, batch=args.per_seed, seed=s, pipe=pipe)
+             for s in seeds}
+    digits = torch.tensor([i % 10 for i in range(args.per_seed)] * len(seeds))
+    runs = Runs(works[0].denoiser, torch.device("cpu"))
+    works[0].generate()  # warm-up
+
+    if "baseline" not in state:
+        base_out, base_t = {}, []
+        for s in seeds:
+            m = runs.run(works[s], "baseline", None)
+            base_out[s] = m.out
+            base_t.append(m.e2e_s)
+        fd_sets = []
+        for j in range(1, args.fd_sets):
+            imgs = [reference_workload(args.family, steps=args.steps, batch=args.per_seed, seed=1000 * j + s,
+                                       pipe=pipe).generate() for s in seeds]
+            fd_sets.append(fd_of(torch.cat(imgs), clf, real))
+        allb = torch.cat([base_out[s] for s in seeds])
+        fd0 = fd_of(allb, clf, real)
+        state["baseline"] = {"e2e_s": base_t, "fd": fd0, "fd_sets": [fd0, *fd_sets],
+                             "accuracy": float((clf(allb).argmax(-1) == digits).float().mean())}
+        torch.save(base_out, out / f".frontier_{args.family}_baseline.pt")
+        state["settings"] = {"steps": args.steps, "seeds": seeds, "per_seed": args.per_seed,
+                             "torch": torch.__version__, "threads": torch.get_num_threads()}
+    base_out = torch.load(out / f".frontier_{args.family}_baseline.pt")
+    rows: dict[str, Any] = state.setdefault("rows", {})
+    for i, c in enumerate(cands):
+        if c.key in rows:
+            continue
+        t_b = runs.run(works[seeds[i % len(seeds)]], "baseline", None).e2e_s  # alternate with the baseline
+        state["baseline"]["e2e_s"].append(t_b)
+        row: dict[str, Any] = {"curve": c.curve, "label": c.label, "ours": c.ours, "peer": c.peer,
+                               "config": c.config.to_dict() if c.config is not None else None}
+        try:
+            imgs, times, psnrs, macs, cache = [], [], [], [], []
+            for s in seeds:
+                m = runs.run(works[s], c.peer or c.key, c.config)
+                imgs.append(m.out)
+                times.append(m.e2e_s)
+                psnrs.append(float(psnr(m.out, base_out[s])))
+                if m.summary is not None:
+                    macs.append(m.summary.macs_ratio)
+                    cache.append(m.summary.cache_bytes)
+            allc = torch.cat(imgs)
+            row.update(e2e_s=times, psnr=psnrs, fd=fd_of(allc, clf, real), macs_ratio=macs[0] if macs else None,
+                       cache_bytes=max(cache) if cache else None,
+                       accuracy=float((clf(allc).argmax(-1) == digits).float().mean()))
+        except Exception as e:  # an error row, never a silent skip
+            row["error"] = f"{type(e).__name__}: {e}"
+        rows[c.key] = row
+        path.write_text(json.dumps(state, indent=1))
+        print(f"[{i + 1}/{len(cands)}] {c.key}: {summarise(row, state['baseline'])}", flush=True)
+        gc.collect()
+    runs.close()
+    path.write_text(json.dumps(state, indent=1))
+    report(state, args.family, out, suffix="_quick" if args.quick else "")
+    return 0
+
+
+def _sd(values: list[float]) -> float:
+    """Spread over seeds (sample standard deviation); NaN when a value is infinite (identical output)."""
+    return statistics.stdev(values) if all(v < float("inf") for v in values) else float("nan")
+
+
+def speedup(row: dict, baseline: dict) -> float:
+    return statistics.median(baseline["e2e_s"]) / statistics.median(row["e2e_s"])
+
+
+def summarise(row: dict, baseline: dict) -> str:
+    if "error" in row:
+        return row["error"]
+    p = row["psnr"]
+    return (f"{speedup(row, baseline):.2f}x, PSNR {statistics.mean(p):.2f} ± {_sd(p):.2f} dB, "
+            f"FD {row['fd']:.2f}, acc {row['accuracy']:.1%}" + (f", MACs {row['macs_ratio']:.3f}"
+                                                                 if row.get("macs_ratio") else ""))
+
+
+def report(state: dict, family: str, out: Path, suffix: str = "") -> dict:
+    """Markdown table, frontier comparison and plot from the stored state."""
+    base = state["baseline"]
+    rows = {k: r for k, r in state["rows"].items() if "error" not in r}
+    pts: dict[str, list[tuple[float, float]]] = {}
+    ours_pts: list[tuple[float, float]] = []
+    for r in rows.values():
+        p = (speedup(r, base), statistics.mean(r["psnr"]))
+        r["_xy"] = p
+        pts.setdefault(r["curve"], []).append(p)
+        if r["ours"]:
+            ours_pts.append(p)
+    peer_pts = {c: p for c, p in pts.items() if not any(r["ours"] for r in rows.values() if r["curve"] == c)}
+    cmp_rows = compare_at(ours_pts, peer_pts, SPEEDS)
+    fd_sets = base["fd_sets"]
+    fd_hi = max(fd_sets)
+
+    def at_least(points_of: list[dict], s: float) -> dict | None:
+        """The frontier point that is the slowest among those at least ``s`` fast (what you would pick)."""
+        front = set(pareto_front([r["_xy"] for r in points_of]))
+        ok = [r for r in points_of if r["_xy"] in front and r["_xy"][0] >= s]
+        return min(ok, key=lambda r: r["_xy"][0]) if ok else None
+
+    ours_rows = [r for r in rows.values() if r["ours"]]
+    peer_rows = [r for r in rows.values() if not r["ours"]]
+    st = state["settings"]
+    b_t = base["e2e_s"]
+    lines = [f"**Fair protocol, reference {family}** ({st['steps']} DDIM steps, CFG 3, {len(st['seeds'])} seeds x "
+             f"{st['per_seed']} images = {len(st['seeds']) * st['per_seed']} per configuration, float32, CPU "
+             f"{st['threads']} threads, torch {st['torch']}; baseline {statistics.median(b_t):.2f} s per batch "
+             f"(median of {len(b_t)} alternating runs, {min(b_t):.2f}-{max(b_t):.2f}); baseline FD "
+             f"{base['fd']:.2f}, over {len(fd_sets)} independent seed sets {min(fd_sets):.2f}-{fd_hi:.2f}; "
+             f"baseline accuracy {base['accuracy']:.1%})", "",
+             "| speed | ours: PSNR on the frontier (dB) | best peer frontier (dB) | margin | our config at >= speed: "
+             "speedup, PSNR ± seed spread, FD, accuracy | best peer's config at >= speed |",
+             "|---|---|---|---|---|---|"]
+    for c in cmp_rows:
+        s = c["speed"]
+        mine, theirs = at_least(ours_rows, s), at_least([r for r in peer_rows if r["curve"] == c["best_peer"]], s)
+
+        def cell(r: dict | None) -> str:
+            if r is None:
+                return "not reached"
+            p = r["psnr"]
+            within = " (within the baseline's spread)" if r["fd"] <= fd_hi else ""
+            return (f"{r['curve']} {r['label']}: {r['_xy'][0]:.2f}x, {statistics.mean(p):.1f} ± "
+                    f"{_sd(p):.1f} dB, FD {r['fd']:.1f}{within}, {r['accuracy']:.1%}")
+
+        def fmt(v: float | None, spec: str = ".1f") -> str:
+            return "not reached" if v is None else format(v, spec)
+
+        margin = "" if c["margin"] is None else fmt(c["margin"], "+.1f")
+        lines.append(f"| {s:g}x | {fmt(c['ours'])} | {fmt(c['best_peer_value'])} ({c['best_peer'] or '-'}) | "
+                     f"{margin} | {cell(mine)} | {cell(theirs)} |")
+    lines += ["", "| curve | setting | e2e speedup | MACs ratio | PSNR mean ± sd over seeds (dB) | FD | accuracy |",
+              "|---|---|---|---|---|---|---|"]
+    for r in sorted(state["rows"].values(), key=lambda r: (not r["ours"], r["curve"], r["label"])):
+        if "error" in r:
+            lines.append(f"| {r['curve']} | {r['label']} | error: {r['error']} | | | | |")
+            continue
+        p = r["psnr"]
+        macs = "" if r.get("macs_ratio") is None else format(r["macs_ratio"], ".3f")
+        lines.append(f"| {r['curve']} | {r['label']} | {speedup(r, base):.2f}x | {macs} | {statistics.mean(p):.2f} ± "
+                     f"{_sd(p):.2f} | {r['fd']:.2f} | {r['accuracy']:.1%} |")
+    (out / f"frontier_{family}{suffix}.md").write_text("\n".join(lines) + "\n")
+    plot(rows, pts, cmp_rows, family, out / f"frontier_{family}{suffix}.png", fd_sets)
+    print("\n".join(lines[:len(SPEEDS) + 4]))
+    return {"comparison": cmp_rows}
+
+
+def plot(rows: dict, pts: dict, cmp_rows: list, family: str, path: Path, fd_sets: list[float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5))
+    ours = {r["curve"] for r in rows.values() if r["ours"]}
+    for curve, p in sorted(pts.items()):
+        front = pareto_front(p)
+        style = "-" if curve in ours else "--"
+        line = a.plot([x for x, _ in front], [y for _, y in front], style, marker="o", ms=3, label=curve)[0]
+        a.scatter([x for x, _ in p], [y for _, y in p], s=6, color=line.get_color(), alpha=0.4)
+        rs = sorted((r for r in rows.values() if r["curve"] == curve), key=lambda r: r["_xy"][0])
+        b.plot([r["_xy"][0] for r in rs], [r["fd"] for r in rs], style, marker="o", ms=3, color=line.get_color())
+    b.axhspan(min(fd_sets), max(fd_sets), color="grey", alpha=0.25, label="uncached, resampled")
+    a.set_xlabel("measured end-to-end speedup (x)")
+    a.set_ylabel("PSNR vs uncached (dB), mean over seeds")
+    b.set_xlabel("measured end-to-end speedup (x)")
+    b.set_ylabel("FD to real digits (classifier features)")
+    a.set_title(f"reference {family}: fidelity frontiers (solid: tokencache)")
+    b.set_title("distribution quality")
+    a.legend(fontsize=6)
+    b.legend(fontsize=7)
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
