@@ -69,21 +69,22 @@ class Candidate:
 
 
 #: (warm-up, interval) of the TaylorSeer grid; our forecasting FORA-like runs at the same positions
-TS_GRID = ((1, 2), (1, 3), (3, 3), (1, 4), (3, 4), (3, 5), (3, 6), (3, 8))
+TS_GRID = ((1, 2), (1, 3), (3, 4), (3, 6), (3, 8))
 
 
 def transformer_candidates(family: str, steps: int, quick: bool) -> list[Candidate]:
     ts = TS_GRID[1::3] if quick else TS_GRID
     ours = [Candidate("FORA-like (reuse)", f"N={k}", True, tc.FORAConfig(interval=k)) for k in (2, 3, 4, 6)]
-    for fc, order, name in (("taylor", 1, "Taylor 1"), ("foca", 1, "FoCa")):
-        ours += [Candidate(f"tokencache FORA + {name} (TaylorSeer positions)", f"w={w},N={k}", True,
-                           tc.FORAConfig(step_plan=taylorseer_plan(w, k, steps), forecast=fc, forecast_order=order))
-                 for w, k in ts]
+    ours += [Candidate("tokencache FORA + Taylor 1 (TaylorSeer positions)", f"w={w},N={k}", True,
+                       tc.FORAConfig(step_plan=taylorseer_plan(w, k, steps), forecast="taylor")) for w, k in ts]
+    ours += [Candidate("tokencache FORA + FoCa (TaylorSeer positions)", f"w={w},N={k}", True,
+                       tc.FORAConfig(step_plan=taylorseer_plan(w, k, steps), forecast="foca"))
+             for w, k in ((1, 3), (3, 6))]
     ours += [Candidate("tokencache DuCa + Taylor 1", c, True,
                        tc.DuCaConfig(cycle=c, first_full_steps=3, fresh_ratio=0.1, forecast="taylor"))
-             for c in ("FCA", "FAA", "FAAA", "FAAAA")]
-    ours += [Candidate("ToCa (reuse)", p, True, tc.ToCaConfig.preset(p)) for p in ("quality", "balanced", "fast")]
-    ours += [Candidate("DuCa (reuse)", p, True, tc.DuCaConfig.preset(p)) for p in ("quality", "balanced", "fast")]
+             for c in ("FAA", "FAAA")]
+    ours += [Candidate("tokencache DuCa presets (Taylor 1)", p, True, tc.DuCaConfig.preset(p))
+             for p in ("quality", "balanced", "fast")]
     for name, path in shipped_strategies().items():
         if name.startswith(f"reference_{family}_fora"):
             ours.append(Candidate("tokencache FORA searched placement", name.rsplit("_", 1)[-1], True,
@@ -91,17 +92,17 @@ def transformer_candidates(family: str, steps: int, quick: bool) -> list[Candida
     peers = [Candidate("TaylorSeer", f"w={w},N={k}", False, peer=f"peer:taylorseer:interval={k}:warmup={w}")
              for w, k in ts]
     peers += [Candidate("TaylorSeer order 2", f"w={w},N={k}", False,
-                        peer=f"peer:taylorseer:interval={k}:warmup={w}:order=2") for w, k in ts[1::2]]
-    peers += [Candidate("MagCache", f"t={t}", False, peer=f"peer:magcache:threshold={t}:max_skip={k}")
+                        peer=f"peer:taylorseer:interval={k}:warmup={w}:order=2") for w, k in ((1, 3), (3, 6))]
+    peers += [Candidate("MagCache", f"t={t},K={k}", False, peer=f"peer:magcache:threshold={t}:max_skip={k}")
               for t, k in ((0.06, 3), (0.12, 4), (0.24, 6), (0.5, 8))]
     peers += [Candidate("First Block Cache", f"t={t}", False, peer=f"peer:first-block-cache:threshold={t}")
               for t in (0.05, 0.1, 0.2, 0.4)]
-    peers += [Candidate("FasterCache", f"skip={k}", False, peer=f"peer:faster-cache:skip={k}") for k in (2, 3, 4)]
-    peers += [Candidate("PAB", f"skip={k}", False, peer=f"peer:pab:skip={k}:low=0:high=1000") for k in (2, 3, 4)]
-    for cal in ("none", "taylorseer", "foca"):
+    peers += [Candidate("FasterCache", f"skip={k}", False, peer=f"peer:faster-cache:skip={k}") for k in (2, 4)]
+    peers += [Candidate("PAB", f"skip={k}", False, peer=f"peer:pab:skip={k}:low=0:high=1000") for k in (2, 4)]
+    for cal in ("none", "taylorseer"):
         peers += [Candidate(f"cache-dit DBCache ({cal})", f"t={t}", False,
                             peer=f"peer:cache-dit:threshold={t}:calibrator={cal}:warmup=3")
-                  for t in (0.08, 0.16, 0.32, 0.64)]
+                  for t in (0.2, 0.4)]
     if quick:
         ours = ours[::3]
         peers = peers[::3]
@@ -109,17 +110,20 @@ def transformer_candidates(family: str, steps: int, quick: bool) -> list[Candida
 
 
 def unet_candidates(family: str, steps: int, quick: bool) -> list[Candidate]:
-    ks = (2, 3, 4, 6, 8)
-    ours = [Candidate("DeepCache-like (reuse)", f"N={k}", True, tc.DeepCacheConfig(interval=k, branch=0)) for k in ks]
-    for fc, name in (("taylor", "Taylor 1"), ("foca", "FoCa")):
-        ours += [Candidate(f"tokencache DeepCache-like + {name}", f"N={k}", True,
-                           tc.DeepCacheConfig(interval=k, branch=0, forecast=fc)) for k in ks]
-    ours += [Candidate("DaTo (searched)", name.rsplit("_", 1)[-1], True, tc.load_config(path))
-             for name, path in shipped_strategies().items() if name.startswith("reference_unet_dato")]
-    ours += [Candidate("DaTo preset", p, True, tc.DaToConfig.preset(p)) for p in ("quality", "balanced", "fast")]
-    peers = [Candidate("DeepCache", f"N={k}", False, peer=f"peer:deepcache:interval={k}:branch=0") for k in ks]
-    peers += [Candidate("tomesd", f"r={r}", False, peer=f"peer:tomesd:ratio={r}") for r in (0.3, 0.5, 0.7)]
-    peers += [Candidate("PAB", f"skip={k}", False, peer=f"peer:pab:skip={k}:low=0:high=1000") for k in (2, 3, 4)]
+    ours = [Candidate("DeepCache-like (reuse)", f"N={k}", True, tc.DeepCacheConfig(interval=k, branch=0))
+            for k in (2, 4, 8)]
+    ours += [Candidate("tokencache DeepCache-like + Taylor 1", f"N={k}", True,
+                       tc.DeepCacheConfig(interval=k, branch=0, forecast="taylor")) for k in (2, 3, 4, 6)]
+    ours += [Candidate("tokencache DeepCache-like + FoCa", "N=4", True,
+                       tc.DeepCacheConfig(interval=4, branch=0, forecast="foca"))]
+    ours += [Candidate("DaTo searched (reuse)", name.rsplit("_", 1)[-1], True, tc.load_config(path))
+             for name, path in shipped_strategies().items()
+             if name.startswith("reference_unet_dato") and not name.endswith("quality")]
+    ours += [Candidate("tokencache DaTo presets (Taylor 1)", p, True, tc.DaToConfig.preset(p))
+             for p in ("balanced", "fast")]
+    peers = [Candidate("DeepCache", f"N={k}", False, peer=f"peer:deepcache:interval={k}:branch=0")
+             for k in (2, 3, 4, 6)]
+    peers += [Candidate("tomesd", "r=0.5", False, peer="peer:tomesd:ratio=0.5")]
     if quick:
         ours = ours[::3]
         peers = peers[::2]
@@ -145,6 +149,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=5, help="noise seeds (one batch each; >= 3)")
     ap.add_argument("--per-seed", type=int, default=100, help="images per seed (a multiple of 10)")
     ap.add_argument("--fd-sets", type=int, default=3, help="independent baseline seed sets for FD's spread")
+    ap.add_argument("--baseline-every", type=int, default=1, help="time a baseline batch before every k-th candidate")
     ap.add_argument("--quick", action="store_true", help="a third of the grid (smoke run)")
     ap.add_argument("--only", default="", help="comma-separated substrings: run only candidates whose key matches")
     ap.add_argument("--resume", action="store_true")
@@ -198,8 +203,8 @@ def main() -> int:
     for i, c in enumerate(cands):
         if c.key in rows:
             continue
-        t_b = runs.run(works[seeds[i % len(seeds)]], "baseline", None).e2e_s  # alternate with the baseline
-        state["baseline"]["e2e_s"].append(t_b)
+        if i % args.baseline_every == 0:  # alternate with the baseline
+            state["baseline"]["e2e_s"].append(runs.run(works[seeds[i % len(seeds)]], "baseline", None).e2e_s)
         row: dict[str, Any] = {"curve": c.curve, "label": c.label, "ours": c.ours, "peer": c.peer,
                                "config": c.config.to_dict() if c.config is not None else None}
         try:
