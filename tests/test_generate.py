@@ -126,3 +126,21 @@ def test_two_processes_equal_single_and_resume(tmp_path, saved_pipe, cli):
     # another config into the same folder is refused, naming both hashes
     bad = cli("generate", "--out", out, *common[:-6], "--method", "deepcache", "--json")
     assert bad.returncode == 2 and "use another --out" in bad.stderr
+
+
+@pytest.mark.parametrize("family", ["flux", "wan"])
+def test_generate_and_search_run_on_the_encoder_free_reference_families(tmp_path, cli, family):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a handwritten 3\n7\n")
+    r = cli("generate", "--reference", family, "--prompts", prompts, "--out", tmp_path / "g", "--steps", 2,
+            "--method", "toca", "--preset", "fast", "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["generated"] == 2
+    assert len(list((tmp_path / "g").glob("*.png"))) == 2
+    prompts.write_text("a cat\n")
+    bad = cli("generate", "--reference", family, "--prompts", prompts, "--out", tmp_path / "b", "--steps", 2)
+    assert bad.returncode == 2 and "'a cat'" in bad.stderr and "exactly one digit" in bad.stderr
+    s = cli("search", "--reference", family, "--method", "fora", "--trials", 2, "--steps", 4,
+            "--out", tmp_path / "s")
+    assert s.returncode == 0, s.stderr
+    assert list((tmp_path / "s" / "strategies").glob("*.yaml"))

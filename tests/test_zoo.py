@@ -205,3 +205,28 @@ def test_digit_space_conversions():
     assert (back - x).abs().mean() < 0.1
     with pytest.raises(ValueError):
         zoo.to_digit_space(torch.rand(2, 1, 10, 10))
+
+
+@pytest.mark.parametrize("family", ["flux", "wan"])
+def test_encoder_free_pipelines_take_prompts_naming_digits(pipes, family):
+    """generate/search drive the zoo's FLUX and Wan (no text encoder) through prompts that name a digit."""
+    from tokencache.harness.pipeline_io import run_pipeline
+
+    pipe = pipes[family]
+
+    def run(prompts, out="pt"):
+        return run_pipeline(pipe, prompts, [0] * len(prompts), steps=2, guidance_scale=3.0, output_type=out)
+
+    by_text, by_label, other = run(["a handwritten 3"]), run([3]), run(["7"])
+    torch.testing.assert_close(by_text, by_label, atol=0, rtol=0)
+    assert (by_text - other).abs().max() > 1e-3  # the digit reaches the model
+    pil = run(["a handwritten 3", "a handwritten 7"], "pil")
+    frames = 5 if family == "wan" else 1  # a Wan clip is saved as its frames side by side
+    assert len(pil) == 2 and pil[0].size == (16 * frames, 16)
+
+
+@pytest.mark.parametrize("prompt", ["a cat", "12", "3 and 4", 10, ""])
+def test_prompt_digit_rejects_prompts_naming_no_single_digit(prompt):
+    with pytest.raises(ValueError, match="exactly one digit 0-9"):
+        zoo.prompt_digit(prompt)
+    assert zoo.prompt_digit("a handwritten 7") == zoo.prompt_digit(7) == 7

@@ -82,7 +82,7 @@ def load_pipeline(model: str | None = None, reference: str | None = None, device
 
     Args:
         model: a local folder saved with ``save_pretrained`` (loaded with ``local_files_only=True``).
-        reference: a zoo family (``"unet"``, ``"dit"``, ``"pixart"``).
+        reference: a zoo family (``REFERENCE_FAMILIES``: ``"unet"``, ``"dit"``, ``"pixart"``, ``"flux"``, ``"wan"``).
         device: torch device.
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
 
@@ -160,6 +160,10 @@ def run_pipeline(
     if "PixArt" in type(pipe).__name__:  # the zoo's PixArt has a short CLIP text encoder and no binning sizes
         kw.setdefault("use_resolution_binning", False)
         kw.setdefault("max_sequence_length", getattr(getattr(pipe, "tokenizer", None), "model_max_length", 120))
+    if hasattr(pipe, "prompt_table"):  # the zoo's FLUX / Wan: no text encoder, prompts name digits
+        from ..zoo import call_encoder_free
+
+        return call_encoder_free(pipe, list(prompts), **kw)
     if takes_class_labels(pipe):
         if output_type == "latent":  # DiTPipeline always decodes: return its images as a tensor in [0, 1]
             kw["output_type"] = "pt"

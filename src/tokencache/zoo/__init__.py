@@ -18,9 +18,11 @@ from .pipelines import (
     FAMILIES,
     TIER2_FAMILIES,
     VIDEO_FAMILIES,
+    call_encoder_free,
     family_tier,
     load,
     load_classifier,
+    prompt_digit,
     sample,
 )
 from .tokenizer import digit_prompt
@@ -34,6 +36,7 @@ __all__ = [
     "VIDEO_FAMILIES",
     "WEIGHTS_DIR",
     "ChecksumError",
+    "call_encoder_free",
     "DigitClassifier",
     "digit_prompt",
     "family_tier",
@@ -43,6 +46,7 @@ __all__ = [
     "load",
     "load_classifier",
     "load_digits_split",
+    "prompt_digit",
     "render_glyph",
     "sample",
     "to_digit_space",

@@ -1,10 +1,12 @@
 """Loading the shipped zoo models as ready diffusers pipelines, and sampling digits (tier 1) or glyphs
 (tier 2) from them."""
 
+import re
 from pathlib import Path
+from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline, DiTPipeline, PixArtAlphaPipeline, StableDiffusionPipeline
+from diffusers import DiffusionPipeline, DiTPipeline, PixArtAlphaPipeline, StableDiffusionPipeline, WanPipeline
 
 from . import models
 from .data import to_digit_space
@@ -247,3 +249,58 @@ def sample(
     if output == "images":
         return images
     return to_digit_space(images) if output == "digits" else to_glyph_space(images)
+
+
+def prompt_digit(prompt: str | int) -> int:
+    """The digit a prompt names, for the encoder-free zoo pipelines (``"a handwritten 7"``, ``"7"`` or ``7``).
+
+    Raises:
+        ValueError: the prompt names no digit 0-9, or more than one.
+    """
+    if isinstance(prompt, int) and not isinstance(prompt, bool):
+        found = [str(prompt)] if 0 <= prompt <= 9 else []
+    else:
+        found = re.findall(r"(?<![0-9])[0-9](?![0-9])", str(prompt))
+    if len(found) != 1 or len(str(prompt).strip()) == 0:
+        raise ValueError(f"prompt {prompt!r} is invalid for the reference FLUX/Wan models (no text encoder); "
+                         "allowed: a prompt naming exactly one digit 0-9, e.g. 'a handwritten 7' or 7")
+    return int(found[0])
+
+
+def call_encoder_free(pipe: DiffusionPipeline, prompts: list[str | int], **kwargs: Any) -> Any:
+    """Run the zoo's ``FluxPipeline`` or ``WanPipeline`` (no text encoder) on digit prompts.
+
+    Their prompts come from the shipped embedding table (the pipeline's ``prompt_table``), so each prompt
+    must name one digit (:func:`prompt_digit`); CFG is against the empty prompt (FLUX: ``true_cfg_scale``
+    from ``guidance_scale``, 1.0 when absent). Wan clips decoded to PIL come back as one image per clip,
+    its frames side by side.
+
+    Args:
+        pipe: a pipeline from ``zoo.load("flux")`` or ``zoo.load("wan")``.
+        prompts: prompts naming digits, or the digits themselves.
+        **kwargs: further pipeline arguments (``num_inference_steps``, ``generator``, ``output_type``, ...).
+
+    Returns:
+        The pipeline's images (FLUX) or clips (Wan) in ``output_type``.
+    """
+    if not hasattr(pipe, "prompt_table"):
+        raise ValueError(f"{type(pipe).__name__} is not an encoder-free zoo pipeline (it has no prompt_table)")
+    digits = [prompt_digit(p) for p in prompts]
+    if isinstance(pipe, WanPipeline):
+        clips = sample_wan(pipe, digits, kwargs)
+        if kwargs.get("output_type") == "pil":
+            return [_strip(frames) for frames in clips]
+        return clips
+    kwargs.setdefault("guidance_scale", 1.0)
+    return sample_flux(pipe, digits, kwargs)
+
+
+def _strip(frames: list[Any]) -> Any:
+    """One PIL image holding a clip's frames left to right."""
+    from PIL import Image
+
+    w, h = frames[0].size
+    out = Image.new(frames[0].mode, (w * len(frames), h))
+    for i, f in enumerate(frames):
+        out.paste(f, (i * w, 0))
+    return out
