@@ -293,6 +293,7 @@ def report(state: dict, family: str, out: Path, suffix: str = "") -> dict:
              f"(median of {len(b_t)} alternating runs, {min(b_t):.2f}-{max(b_t):.2f}); baseline FD "
              f"{base['fd']:.2f}, over {len(fd_sets)} independent seed sets {min(fd_sets):.2f}-{fd_hi:.2f}; "
              f"baseline accuracy {base['accuracy']:.1%})", "",
+             *([f"Run notes: {'; '.join(state['notes'])}.", ""] if state.get("notes") else []),
              "| speed | ours: PSNR on the frontier (dB) | best peer frontier (dB) | margin | our config at >= speed: "
              "speedup, PSNR ± seed spread, FD, accuracy | best peer's config at >= speed |",
              "|---|---|---|---|---|---|"]
