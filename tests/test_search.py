@@ -220,6 +220,10 @@ def test_shipped_reference_strategies_dominate_their_presets():
         assert found["macs"] <= preset["macs"] and found["psnr"] > preset["psnr"] + 1.0, name
     fast = tc.load_config(strategies["reference_unet_dato50_fast"])
     assert isinstance(fast, tc.DaToConfig) and fast.cache_plan[0] == "full" and len(fast.cache_plan) == 50
+    # the search with the approximator gene: FoCa forecasting beats the reuse-only strategy at its MACs
+    foca = ev.evaluate(tc.load_config(strategies["reference_unet_dato50_foca_m30"]))
+    reuse = ev.evaluate(tc.load_config(strategies["reference_unet_dato50_balanced"]))
+    assert foca["macs"] <= reuse["macs"] + 0.002 and foca["psnr"] > reuse["psnr"] + 2.0, (foca, reuse)
 
 
 @pytest.mark.parametrize("method", ["dato", "deepcache", "toca", "duca", "fora"])
