@@ -323,3 +323,19 @@ def test_peer_knobs_parse_validate_and_change_what_the_peer_does():
     assert not any(r.error for r in rows), [r.error for r in rows]
     assert by["peer:taylorseer:interval=2:warmup=1"].psnr_vs_baseline > by[
         "peer:taylorseer:interval=6:warmup=1"].psnr_vs_baseline + 3
+
+
+def test_reference_tier2_dit_samples_letters_scored_by_the_glyph_classifier(tmp_path):
+    """`bench --reference dit2`: 32x32 letters A-Z, accuracy from the held-out glyph classifier."""
+    work = bench.reference_workload("dit2", steps=3, batch=28)
+    out = work.generate()
+    assert out.shape[-2:] == (32, 32)
+    labels = [i % 26 for i in range(28)]
+    from tokencache import zoo
+    from tokencache.metrics import class_accuracy
+
+    assert work.score(out) == class_accuracy(out, labels, zoo.load_classifier(tier=2))
+    md = tmp_path / "t.md"
+    assert bench.run(bench_args(["--reference", "dit2", "--steps", "2", "--batch", "2", "--repeats", "1",
+                                 "--warmup", "0", "--methods", "fora:balanced", "--markdown", str(md)])) == 0
+    assert "reference dit2 (trained zoo pipeline) 32x32" in md.read_text()

@@ -82,7 +82,8 @@ def load_pipeline(model: str | None = None, reference: str | None = None, device
 
     Args:
         model: a local folder saved with ``save_pretrained`` (loaded with ``local_files_only=True``).
-        reference: a zoo family (``REFERENCE_FAMILIES``: ``"unet"``, ``"dit"``, ``"pixart"``, ``"flux"``, ``"wan"``).
+        reference: a zoo family (``REFERENCE_FAMILIES``: ``"unet"``, ``"dit"``, ``"pixart"``, ``"flux"``, ``"wan"``,
+            tier-2 ``"dit2"``).
         device: torch device.
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
 

@@ -47,7 +47,7 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"bench --{name}={value} is invalid; allowed: an integer >= {low}")
     if args.reference and args.resolution is not None:
         raise ValueError(f"bench --resolution={args.resolution} is not allowed with --reference (the zoo models "
-                         "are 16x16)")
+                         "are 16x16; tier 2 32x32)")
 
 
 def _workload(args: argparse.Namespace, dtype: Any) -> tuple[Any, str, str]:
@@ -63,7 +63,10 @@ def _workload(args: argparse.Namespace, dtype: Any) -> tuple[Any, str, str]:
         guidance = REFERENCE_GUIDANCE if args.guidance is None else args.guidance
         work = reference_workload(args.reference, steps=args.steps, batch=batch, guidance=guidance,
                                   device=args.device, dtype=dtype)
-        what = f"reference {args.reference} (trained zoo pipeline) 16x16, batch {batch}, CFG {guidance}"
+        from ... import zoo
+
+        side = 16 if zoo.family_tier(args.reference) == 1 else 32  # tier 2: glyphs at 32x32
+        what = f"reference {args.reference} (trained zoo pipeline) {side}x{side}, batch {batch}, CFG {guidance}"
         return work, "reference", what
     batch = args.batch or 1
     if args.model in MODELS:

@@ -81,8 +81,12 @@ def reference_workload(
 ) -> Workload:
     """A trained zoo pipeline (``zoo.load(family)``) sampling digits ``0, 1, ..., 9, 0, ...`` with ``seed``.
 
+    Tier-2 families (``"dit2"``) sample the letters ``A, B, ..., Z, A, ...`` (classes 0-25), scored by the
+    held-out glyph classifier.
+
     Args:
-        family: one of ``zoo.FAMILIES`` (``"unet"``, ``"dit"``, ``"pixart"``, ``"flux"``, ``"wan"``).
+        family: one of ``zoo.ALL_FAMILIES`` (``"unet"``, ``"dit"``, ``"pixart"``, ``"flux"``, ``"wan"``,
+            ``"dit2"``).
         steps: sampling steps.
         batch: images per generation.
         guidance: CFG scale (``zoo.sample``'s default 3.0).
@@ -101,8 +105,9 @@ def reference_workload(
     from ...zoo.wan import MIDDLE_FRAME
 
     pipe = zoo.load(family, device=device, dtype=dtype) if pipe is None else pipe
-    digits = [i % 10 for i in range(batch)]
-    classifier = zoo.load_classifier()
+    tier = zoo.family_tier(family)
+    digits = [i % (10 if tier == 1 else len(zoo.CLASSES)) for i in range(batch)]  # tier 2: letters A-Z
+    classifier = zoo.load_classifier(tier=tier)
     video = family in zoo.VIDEO_FAMILIES
 
     def generate() -> torch.Tensor:
