@@ -49,6 +49,7 @@ from tokencache.methods.fora import taylorseer_plan
 from tokencache.metrics import frechet_distance, psnr
 from tokencache.search import shipped_strategies
 from tokencache.zoo.data import load_digits_split
+from tokencache.zoo.evaluate import GLYPH_REFERENCE
 
 SPEEDS = (1.5, 2.0, 3.0, 4.0)
 
@@ -72,7 +73,32 @@ class Candidate:
 TS_GRID = ((1, 2), (1, 3), (3, 4), (3, 6), (3, 8))
 
 
-def transformer_candidates(family: str, steps: int, quick: bool) -> list[Candidate]:
+#: the trimmed grid of ``--grid core`` (the tier-2 DiT, whose samples cost 4x a tier-1 DiT's): each curve's
+#: points at the ends and the middle of its range
+CORE_LABELS = {
+    "FORA-like (reuse)": None,
+    "tokencache FORA + Taylor 1 (TaylorSeer positions)": {"w=1,N=2", "w=1,N=3", "w=3,N=6"},
+    "tokencache FORA + FoCa (TaylorSeer positions)": {"w=1,N=3"},
+    "tokencache DuCa presets (Taylor 1)": {"balanced", "fast"},
+    "TaylorSeer": {"w=1,N=2", "w=1,N=3", "w=3,N=6"},
+    "MagCache": {"t=0.06,K=3", "t=0.12,K=4", "t=0.5,K=8"},
+    "First Block Cache": {"t=0.1", "t=0.2", "t=0.4"},
+    "cache-dit DBCache (taylorseer)": {"t=0.2"},
+}
+
+
+def scale_candidates() -> list[Candidate]:
+    """The token-level methods with reuse and with forecasts, for the scale study (tier 1 against tier 2)."""
+    ours = [Candidate("ToCa (reuse)", f"N={k}", True,
+                      tc.ToCaConfig(interval=k, first_full_steps=2, fresh_ratio=0.1)) for k in (2, 3, 4)]
+    ours += [Candidate("DuCa (reuse)", c, True, tc.DuCaConfig(cycle=c, first_full_steps=2, fresh_ratio=0.1))
+             for c in ("FCA", "FCAC", "FACAC")]
+    ours += [Candidate("tokencache ToCa presets (Taylor 1)", p, True, tc.ToCaConfig.preset(p))
+             for p in ("quality", "balanced")]
+    return ours
+
+
+def transformer_candidates(family: str, steps: int, quick: bool, grid: str = "full") -> list[Candidate]:
     ts = TS_GRID[1::3] if quick else TS_GRID
     ours = [Candidate("FORA-like (reuse)", f"N={k}", True, tc.FORAConfig(interval=k)) for k in (2, 3, 4, 6)]
     ours += [Candidate("tokencache FORA + Taylor 1 (TaylorSeer positions)", f"w={w},N={k}", True,
@@ -103,13 +129,22 @@ def transformer_candidates(family: str, steps: int, quick: bool) -> list[Candida
         peers += [Candidate(f"cache-dit DBCache ({cal})", f"t={t}", False,
                             peer=f"peer:cache-dit:threshold={t}:calibrator={cal}:warmup=3")
                   for t in (0.2, 0.4)]
+    if family.startswith("dit"):
+        ours += scale_candidates()
+    if grid == "core":
+        def keep(c: Candidate) -> bool:
+            if c.curve in CORE_LABELS:
+                return CORE_LABELS[c.curve] is None or c.label in CORE_LABELS[c.curve]
+            return c.curve in ("ToCa (reuse)", "DuCa (reuse)", "tokencache ToCa presets (Taylor 1)",
+                               "tokencache DuCa + Taylor 1")
+        ours, peers = [c for c in ours if keep(c)], [c for c in peers if keep(c)]
     if quick:
         ours = ours[::3]
         peers = peers[::3]
     return _interleave(ours, peers)
 
 
-def unet_candidates(family: str, steps: int, quick: bool) -> list[Candidate]:
+def unet_candidates(family: str, steps: int, quick: bool, grid: str = "full") -> list[Candidate]:
     ours = [Candidate("DeepCache-like (reuse)", f"N={k}", True, tc.DeepCacheConfig(interval=k, branch=0))
             for k in (2, 4, 8)]
     ours += [Candidate("tokencache DeepCache-like + Taylor 1", f"N={k}", True,
@@ -144,10 +179,13 @@ def fd_of(images: torch.Tensor, clf: Any, real_feats: torch.Tensor) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", required=True, choices=("unet", "dit", "pixart"))
+    ap.add_argument("--family", required=True, choices=("unet", "dit", "pixart", "dit2"))
+    ap.add_argument("--grid", choices=("full", "core"), default="full",
+                    help="core: a trimmed grid (CORE_LABELS plus the scale study's token-level curves)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--seeds", type=int, default=5, help="noise seeds (one batch each; >= 3)")
-    ap.add_argument("--per-seed", type=int, default=100, help="images per seed (a multiple of 10)")
+    ap.add_argument("--per-seed", type=int, default=100,
+                    help="images per seed (a multiple of 10; of 26 for the tier-2 dit2, which samples letters)")
     ap.add_argument("--fd-sets", type=int, default=3, help="independent baseline seed sets for FD's spread")
     ap.add_argument("--baseline-every", type=int, default=1, help="time a baseline batch before every k-th candidate")
     ap.add_argument("--quick", action="store_true", help="a third of the grid (smoke run)")
@@ -157,26 +195,28 @@ def main() -> int:
     args = ap.parse_args()
     if args.seeds < 3 and not args.quick:
         raise SystemExit(f"--seeds={args.seeds} is invalid; allowed: >= 3 (the protocol shows the spread)")
-    if args.per_seed % 10:
-        raise SystemExit(f"--per-seed={args.per_seed} is invalid; allowed: a multiple of 10 (balanced digits)")
+    tier = zoo.family_tier(args.family)
+    classes = 10 if tier == 1 else len(zoo.CLASSES)
+    if args.per_seed % classes:
+        raise SystemExit(f"--per-seed={args.per_seed} is invalid; allowed: a multiple of {classes} (balanced classes)")
     torch.set_grad_enabled(False)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"frontier_{args.family}{'_quick' if args.quick else ''}.json"
     state: dict[str, Any] = json.loads(path.read_text()) if args.resume and path.exists() else {}
     make = unet_candidates if args.family == "unet" else transformer_candidates
-    cands = make(args.family, args.steps, args.quick)
+    cands = make(args.family, args.steps, args.quick, args.grid)
     if args.only:
         cands = [c for c in cands if any(s in c.key for s in args.only.split(","))]
 
     pipe = zoo.load(args.family)
-    clf = zoo.load_classifier()
-    _, _, x_test, _ = load_digits_split()
+    clf = zoo.load_classifier(tier=tier)
+    x_test = load_digits_split()[2] if tier == 1 else zoo.glyph_split(**GLYPH_REFERENCE)[2]
     real = clf.features(x_test)
     seeds = list(range(args.seeds))
     works = {s: reference_workload(args.family, steps=args.steps, batch=args.per_seed, seed=s, pipe=pipe)
              for s in seeds}
-    digits = torch.tensor([i % 10 for i in range(args.per_seed)] * len(seeds))
+    digits = torch.tensor([i % classes for i in range(args.per_seed)] * len(seeds))
     runs = Runs(works[0].denoiser, torch.device("cpu"))
     works[0].generate()  # warm-up
 
@@ -198,24 +238,32 @@ def main() -> int:
         torch.save(base_out, out / f".frontier_{args.family}_baseline.pt")
         state["settings"] = {"steps": args.steps, "seeds": seeds, "per_seed": args.per_seed,
                              "torch": torch.__version__, "threads": torch.get_num_threads()}
+        run, base_times = 0, state["baseline"]["e2e_s"]
+    else:  # a resumed invocation times its own baselines: its rows' speedups are against those alone
+        state["baseline"].setdefault("resumed", []).append([])
+        run, base_times = len(state["baseline"]["resumed"]), state["baseline"]["resumed"][-1]
     base_path = out / f".frontier_{args.family}_baseline.pt"
-    if base_path.exists():
+    if base_path.exists() and run:
         base_out = torch.load(base_path)
-    else:  # resumed without the cached outputs: regenerate them (seeded, so identical), timing kept
+        base_times += [runs.run(works[s], "baseline", None).e2e_s for s in seeds]
+    elif not base_path.exists():  # resumed without the cached outputs: regenerate them (seeded, so identical)
         base_out = {}
         for s in seeds:
             m = runs.run(works[s], "baseline", None)
             base_out[s] = m.out
-            state["baseline"]["e2e_s"].append(m.e2e_s)
+            base_times.append(m.e2e_s)
         torch.save(base_out, base_path)
+    else:
+        base_out = torch.load(base_path)
     rows: dict[str, Any] = state.setdefault("rows", {})
     for i, c in enumerate(cands):
         if c.key in rows:
             continue
         if i % args.baseline_every == 0:  # alternate with the baseline
-            state["baseline"]["e2e_s"].append(runs.run(works[seeds[i % len(seeds)]], "baseline", None).e2e_s)
+            base_times.append(runs.run(works[seeds[i % len(seeds)]], "baseline", None).e2e_s)
         row: dict[str, Any] = {"curve": c.curve, "label": c.label, "ours": c.ours, "peer": c.peer,
-                               "config": c.config.to_dict() if c.config is not None else None}
+                               "config": c.config.to_dict() if c.config is not None else None, "run": run,
+                               "base_idx": len(base_times) - 1}
         try:
             imgs, times, psnrs, macs, cache = [], [], [], [], []
             for s in seeds:
@@ -247,8 +295,22 @@ def _sd(values: list[float]) -> float:
     return statistics.stdev(values) if all(v < float("inf") for v in values) else float("nan")
 
 
+def baseline_times(row: dict, baseline: dict) -> list[float]:
+    """The baseline timings a row is compared with: those of the invocation that ran it.
+
+    Rows of the first invocation (``run`` 0 or absent) use ``baseline["e2e_s"]``; a ``--resume`` invocation
+    times its own baselines (``baseline["resumed"][run - 1]``), so a later run on a differently loaded
+    machine does not move the speedups already measured.
+    """
+    run = row.get("run", 0)
+    times = baseline["e2e_s"] if run == 0 else baseline["resumed"][run - 1]
+    if "base_idx" in row:  # the baselines timed just before and just after it: the machine drifts over hours
+        return times[row["base_idx"]:row["base_idx"] + 2]
+    return times
+
+
 def speedup(row: dict, baseline: dict) -> float:
-    return statistics.median(baseline["e2e_s"]) / statistics.median(row["e2e_s"])
+    return statistics.median(baseline_times(row, baseline)) / statistics.median(row["e2e_s"])
 
 
 def summarise(row: dict, baseline: dict) -> str:
@@ -287,10 +349,12 @@ def report(state: dict, family: str, out: Path, suffix: str = "") -> dict:
     peer_rows = [r for r in rows.values() if not r["ours"]]
     st = state["settings"]
     b_t = base["e2e_s"]
+    resumed = "".join(f"; resumed run {k}: {statistics.median(t):.2f} s, median of {len(t)}, its rows' speedups "
+                      "are against it" for k, t in enumerate(base.get("resumed", []), 1) if t)
     lines = [f"**Fair protocol, reference {family}** ({st['steps']} DDIM steps, CFG 3, {len(st['seeds'])} seeds x "
              f"{st['per_seed']} images = {len(st['seeds']) * st['per_seed']} per configuration, float32, CPU "
              f"{st['threads']} threads, torch {st['torch']}; baseline {statistics.median(b_t):.2f} s per batch "
-             f"(median of {len(b_t)} alternating runs, {min(b_t):.2f}-{max(b_t):.2f}); baseline FD "
+             f"(median of {len(b_t)} alternating runs, {min(b_t):.2f}-{max(b_t):.2f}{resumed}); baseline FD "
              f"{base['fd']:.2f}, over {len(fd_sets)} independent seed sets {min(fd_sets):.2f}-{fd_hi:.2f}; "
              f"baseline accuracy {base['accuracy']:.1%})", "",
              *([f"Run notes: {'; '.join(state['notes'])}.", ""] if state.get("notes") else []),

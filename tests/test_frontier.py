@@ -46,3 +46,77 @@ def test_front_dominates_every_point(points):
     for x, y in points:
         v = frontier_at(front, x)
         assert v is not None and v >= y - 1e-9  # nothing lies above the frontier
+
+
+# --- the protocol script's bookkeeping (benchmarks/frontier.py, benchmarks/scale_study.py) ---
+
+def _bench_module(name: str):
+    import importlib
+    import sys
+    from pathlib import Path
+
+    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    return importlib.import_module(name)
+
+
+def test_resumed_rows_are_timed_against_their_own_baselines():
+    fr = _bench_module("frontier")
+    base = {"e2e_s": [10.0, 10.0, 12.0], "resumed": [[20.0, 22.0, 21.0]]}
+    first = {"e2e_s": [5.0, 5.0]}  # run 0 (also: rows written before runs were recorded)
+    later = {"e2e_s": [10.5, 10.5], "run": 1}
+    assert fr.speedup(first, base) == pytest.approx(2.0)
+    assert fr.speedup(later, base) == pytest.approx(2.0)  # not 10 / 10.5 against the first run's baseline
+    assert fr.baseline_times({"run": 0}, base) is base["e2e_s"]
+
+
+def test_core_grid_keeps_the_scale_study_curves_and_trims_the_rest():
+    fr = _bench_module("frontier")
+    full = fr.transformer_candidates("dit2", 50, False)
+    core = fr.transformer_candidates("dit2", 50, False, "core")
+    assert {c.key for c in core} < {c.key for c in full}
+    curves = {c.curve for c in core}
+    for curve in ("FORA-like (reuse)", "ToCa (reuse)", "DuCa (reuse)", "TaylorSeer", "tokencache DuCa + Taylor 1"):
+        assert curve in curves
+    assert "PAB" not in curves and "FasterCache" not in curves
+    assert any(c.curve == "ToCa (reuse)" for c in fr.transformer_candidates("dit", 50, False))
+    assert not any(c.curve == "ToCa (reuse)" for c in fr.transformer_candidates("pixart", 50, False))
+
+
+def test_scale_study_gaps_are_token_level_minus_fora_like(tmp_path):
+    ss = _bench_module("scale_study")
+
+    def row(curve, ours, t, p, macs=None):
+        return {"curve": curve, "label": "x", "ours": ours, "e2e_s": [t], "psnr": [p], "macs_ratio": macs}
+
+    def state(fora, toca):
+        return {"baseline": {"e2e_s": [12.0]}, "settings": {"seeds": [0, 1, 2], "per_seed": 10, "threads": 1},
+                "rows": {"a": row("FORA-like (reuse)", True, 12.0, 60.0, 1.0),
+                         "b": row("FORA-like (reuse)", True, 4.0, fora, 0.25),
+                         "c": row("ToCa (reuse)", True, 12.0, 60.0, 1.0),
+                         "d": row("DuCa (reuse)", True, 4.0, toca, 0.25),
+                         "e": row("TaylorSeer", False, 4.0, 25.0)}}
+
+    import json
+
+    (tmp_path / "frontier_dit.json").write_text(json.dumps(state(fora=40.0, toca=30.0)))
+    (tmp_path / "frontier_dit2.json").write_text(json.dumps(state(fora=30.0, toca=36.0)))
+    res = ss.study(("dit", "dit2"), tmp_path)
+    t1, t2 = res["families"]["dit"], res["families"]["dit2"]
+    assert (t1["tokens"], t1["blocks"], t2["tokens"], t2["blocks"]) == (64, 4, 256, 8)
+    # at 3x speed and at a 4x MAC cut both curves sit on their fast point
+    assert t1["speed"][3.0]["gap (reuse)"] == pytest.approx(-10.0)
+    assert t2["speed"][3.0]["gap (reuse)"] == pytest.approx(6.0)
+    assert t2["macs"][4.0]["gap (reuse)"] == pytest.approx(6.0)
+    assert t2["speed"][3.0]["best peer"] == pytest.approx(25.0)
+    assert t2["speed"][2.0]["gap (forecast)"] is None  # no forecasting rows: no gap, not zero
+    text = ss.report(res, tmp_path, "scale")
+    assert "dit2 (256 x 8)" in text and (tmp_path / "scale.png").exists()
+
+
+def test_rows_with_a_base_index_use_the_baselines_around_them():
+    fr = _bench_module("frontier")
+    base = {"e2e_s": [80.0, 80.0, 80.0, 80.0, 40.0, 44.0]}
+    assert fr.speedup({"e2e_s": [21.0], "base_idx": 4}, base) == pytest.approx(2.0)  # (40 + 44) / 2 / 21
+    assert fr.baseline_times({"base_idx": 5}, base) == [44.0]
