@@ -132,11 +132,12 @@ def transformer_candidates(family: str, steps: int, quick: bool, grid: str = "fu
     if family.startswith("dit"):
         ours += scale_candidates()
     if grid == "core":
+        token_curves = {c.curve for c in scale_candidates()} | {"tokencache DuCa + Taylor 1"}
+
         def keep(c: Candidate) -> bool:
             if c.curve in CORE_LABELS:
                 return CORE_LABELS[c.curve] is None or c.label in CORE_LABELS[c.curve]
-            return c.curve in ("ToCa (reuse)", "DuCa (reuse)", "tokencache ToCa presets (Taylor 1)",
-                               "tokencache DuCa + Taylor 1")
+            return c.curve in token_curves
         ours, peers = [c for c in ours if keep(c)], [c for c in peers if keep(c)]
     if quick:
         ours = ours[::3]
@@ -243,18 +244,17 @@ def main() -> int:
         state["baseline"].setdefault("resumed", []).append([])
         run, base_times = len(state["baseline"]["resumed"]), state["baseline"]["resumed"][-1]
     base_path = out / f".frontier_{args.family}_baseline.pt"
-    if base_path.exists() and run:
+    if base_path.exists():
         base_out = torch.load(base_path)
-        base_times += [runs.run(works[s], "baseline", None).e2e_s for s in seeds]
-    elif not base_path.exists():  # resumed without the cached outputs: regenerate them (seeded, so identical)
+        if run:
+            base_times += [runs.run(works[s], "baseline", None).e2e_s for s in seeds]
+    else:  # resumed without the cached outputs: regenerate them (seeded, so identical)
         base_out = {}
         for s in seeds:
             m = runs.run(works[s], "baseline", None)
             base_out[s] = m.out
             base_times.append(m.e2e_s)
         torch.save(base_out, base_path)
-    else:
-        base_out = torch.load(base_path)
     rows: dict[str, Any] = state.setdefault("rows", {})
     for i, c in enumerate(cands):
         if c.key in rows:
