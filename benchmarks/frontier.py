@@ -145,7 +145,35 @@ def transformer_candidates(family: str, steps: int, quick: bool, grid: str = "fu
     return _interleave(ours, peers)
 
 
+def unet_scale_candidates() -> list[Candidate]:
+    """DaTo as a controlled change of DeepCache-like for the scale study: the same uniform full-step schedules
+    with the top level's self-attention pruned (``r=0.4``, patch 2), and pruning alone (every step full)."""
+    ours = [Candidate("DaTo (reuse)", f"N={k},r=0.4", True,
+                      tc.DaToConfig(cache_plan=["full" if i % k == 0 else 1 for i in range(50)], prune_ratio=0.4,
+                                    forecast="none")) for k in (2, 3, 5)]
+    ours += [Candidate("DaTo pruning only", f"r={r}", True, tc.DaToConfig(cache_plan=["full"] * 50, prune_ratio=r))
+             for r in (0.4, 0.6)]
+    ours += [Candidate("tokencache DaTo + Taylor 1", "N=3,r=0.4", True,
+                       tc.DaToConfig(cache_plan=["full" if i % 3 == 0 else 1 for i in range(50)], prune_ratio=0.4,
+                                     forecast="taylor"))]
+    return ours
+
+
 def unet_candidates(family: str, steps: int, quick: bool, grid: str = "full") -> list[Candidate]:
+    if family == "unet2":  # tier 2: the scale study's grid (the tier-1 searched strategies are not for it)
+        ours = [Candidate("DeepCache-like (reuse)", f"N={k}", True, tc.DeepCacheConfig(interval=k, branch=0))
+                for k in (2, 3, 4, 6)]
+        ours += [Candidate("tokencache DeepCache-like + Taylor 1", f"N={k}", True,
+                           tc.DeepCacheConfig(interval=k, branch=0, forecast="taylor")) for k in (2, 3, 4, 6)]
+        ours += [Candidate("tokencache DaTo presets (Taylor 1)", p, True, tc.DaToConfig.preset(p))
+                 for p in ("balanced", "fast")]
+        ours += unet_scale_candidates()
+        peers = [Candidate("DeepCache", f"N={k}", False, peer=f"peer:deepcache:interval={k}:branch=0")
+                 for k in (2, 4)]
+        peers += [Candidate("tomesd", f"r={r}", False, peer=f"peer:tomesd:ratio={r}") for r in (0.3, 0.5)]
+        if quick:
+            ours, peers = ours[::3], peers[::2]
+        return _interleave(ours, peers)
     ours = [Candidate("DeepCache-like (reuse)", f"N={k}", True, tc.DeepCacheConfig(interval=k, branch=0))
             for k in (2, 4, 8)]
     ours += [Candidate("tokencache DeepCache-like + Taylor 1", f"N={k}", True,
@@ -160,6 +188,7 @@ def unet_candidates(family: str, steps: int, quick: bool, grid: str = "full") ->
     peers = [Candidate("DeepCache", f"N={k}", False, peer=f"peer:deepcache:interval={k}:branch=0")
              for k in (2, 3, 4, 6)]
     peers += [Candidate("tomesd", "r=0.5", False, peer="peer:tomesd:ratio=0.5")]
+    ours += unet_scale_candidates()
     if quick:
         ours = ours[::3]
         peers = peers[::2]
@@ -180,13 +209,13 @@ def fd_of(images: torch.Tensor, clf: Any, real_feats: torch.Tensor) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", required=True, choices=("unet", "dit", "pixart", "dit2"))
+    ap.add_argument("--family", required=True, choices=("unet", "dit", "pixart", *zoo.TIER2_FAMILIES))
     ap.add_argument("--grid", choices=("full", "core"), default="full",
                     help="core: a trimmed grid (CORE_LABELS plus the scale study's token-level curves)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--seeds", type=int, default=5, help="noise seeds (one batch each; >= 3)")
     ap.add_argument("--per-seed", type=int, default=100,
-                    help="images per seed (a multiple of 10; of 26 for the tier-2 dit2, which samples letters)")
+                    help="images per seed (a multiple of 10; of 26 for the tier-2 families, which sample letters)")
     ap.add_argument("--fd-sets", type=int, default=3, help="independent baseline seed sets for FD's spread")
     ap.add_argument("--baseline-every", type=int, default=1, help="time a baseline batch before every k-th candidate")
     ap.add_argument("--quick", action="store_true", help="a third of the grid (smoke run)")
@@ -205,7 +234,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"frontier_{args.family}{'_quick' if args.quick else ''}.json"
     state: dict[str, Any] = json.loads(path.read_text()) if args.resume and path.exists() else {}
-    make = unet_candidates if args.family == "unet" else transformer_candidates
+    make = unet_candidates if args.family.startswith("unet") else transformer_candidates
     cands = make(args.family, args.steps, args.quick, args.grid)
     if args.only:
         cands = [c for c in cands if any(s in c.key for s in args.only.split(","))]

@@ -6,8 +6,10 @@ sampling call in this process (CPU, so small models make fixed costs visible); M
 
     python benchmarks/quality.py --families unet,dit --steps 50 --per-digit 2 --out benchmarks/results
 
-Any of ``tokencache.zoo.FAMILIES`` (unet, dit, pixart, flux, wan) can be listed; the transformer families are
-swept over ToCa, DuCa and FORA-like. For wan (5-frame clips) PSNR is over every frame, accuracy of the middle one.
+Any of ``tokencache.zoo.ALL_FAMILIES`` (unet, dit, pixart, flux, wan; tier 2: dit2, unet2, pixart2) can be listed; the
+transformer families are swept over ToCa, DuCa and FORA-like. For wan (5-frame clips) PSNR is over every frame,
+accuracy of the middle one. Tier-2 families sample ``--per-digit`` glyphs of each letter A-Z, scored by the glyph
+classifier (``unet2`` without the tier-1 searched strategies, which were searched on the tier-1 UNet).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from tokencache.zoo.wan import MIDDLE_FRAME
 
 def sweeps(family: str) -> dict[str, list[tuple[str, tc.config.BaseConfig]]]:
     """method -> [(label, config)] from weakest to strongest."""
-    if family == "unet":
+    if family in ("unet", "unet2"):
 
         def uniform(k: int, depth: int) -> list:
             return ["full" if i % k == 0 else depth for i in range(50)]
@@ -38,7 +40,8 @@ def sweeps(family: str) -> dict[str, list[tuple[str, tc.config.BaseConfig]]]:
                      for k, r in ((2, 0.3), (3, 0.4), (5, 0.4), (8, 0.5))]
             + [("fast", tc.DaToConfig.preset("fast"))],
             "DaTo (searched)": [(path.stem.rsplit("_", 1)[-1], tc.load_config(path))
-                                for name, path in shipped_strategies().items() if name.startswith("reference_unet")],
+                                for name, path in shipped_strategies().items()
+                                if family == "unet" and name.startswith("reference_unet")],
             "DeepCache-like": [(f"N={k}", tc.DeepCacheConfig(interval=k, branch=0)) for k in (2, 3, 5, 8)],
             "ToMe-like": [(f"r={r}", tc.ToMeConfig(ratio=r)) for r in (0.3, 0.5, 0.7)],
         }
@@ -73,10 +76,11 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    digits = [d for d in range(10) for _ in range(args.per_digit)]
-    clf = zoo.load_classifier()
     results: dict[str, dict] = {}
     for family in args.families.split(","):
+        tier = zoo.family_tier(family)
+        digits = [d for d in range(10 if tier == 1 else len(zoo.CLASSES)) for _ in range(args.per_digit)]
+        clf = zoo.load_classifier(tier=tier)
         pipe = zoo.load(family)
         zoo.sample(family, pipe, digits[:2], seed=1, num_inference_steps=2)
         base_times = []
@@ -103,6 +107,7 @@ def main() -> None:
                 rows.append({"label": label, "speedup": t_base / t_m, "macs_ratio": s.macs_ratio,
                              "psnr": float(psnr(img, base)), "accuracy": accuracy(family, img, digits, clf)})
                 print(family, method, rows[-1], flush=True)
+        fam["methods"] = {m: rows for m, rows in fam["methods"].items() if rows}
         fam["comparisons"] = compare_all(fam["methods"], CLAIMS[family])
         for claim, by_axis in fam["comparisons"].items():
             for axis, points in by_axis.items():
@@ -114,7 +119,9 @@ def main() -> None:
 #: the seeds' claims: (method, rival) pairs compared at equal speedup
 CLAIMS = {"unet": [("DaTo", "DeepCache-like"), ("DaTo", "ToMe-like"), ("DaTo (searched)", "DaTo"),
                    ("DaTo (searched)", "DeepCache-like")],
-          **{f: [("ToCa", "FORA-like"), ("DuCa", "FORA-like")] for f in ("dit", "pixart", "flux", "wan")}}
+          **{f: [("ToCa", "FORA-like"), ("DuCa", "FORA-like")]
+             for f in ("dit", "pixart", "flux", "wan", "dit2", "pixart2")}}
+CLAIMS["unet2"] = CLAIMS["unet"][:2]
 
 
 def _x(row: dict, axis: str) -> float:

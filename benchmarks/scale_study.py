@@ -11,11 +11,16 @@ MAC count and appear on the speed axis only):
 * ``ToCa/DuCa + forecast``: the token-level methods with cached tokens forecast (their presets);
 * ``best peer``: every peer's points pooled (speed axis only).
 
+A UNet pair (``--pair unet unet2``) has the same four groups with DeepCache-like caching in FORA-like's
+place and DaTo (the same schedules with the top level's self-attention pruned, and pruning alone) in
+ToCa/DuCa's; its token count is the top attention level's and its depth the number of UNet levels.
+
 Each group's value at a speed is its Pareto front (PSNR vs uncached, mean over seeds) interpolated there
 (``tokencache.harness.frontier.frontier_at``); the *gap* is token-level minus FORA-like, with reuse and with
 forecasts. The token counts and depths come from the shipped model configs.
 
     python benchmarks/scale_study.py --pair dit dit2 --out benchmarks/results
+    python benchmarks/scale_study.py --pair unet unet2 --name scale_study_unet
 """
 
 from __future__ import annotations
@@ -39,23 +44,42 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "ToCa/DuCa + forecast": ("tokencache DuCa + Taylor 1", "tokencache DuCa presets (Taylor 1)",
                              "tokencache ToCa presets (Taylor 1)"),
 }
+UNET_GROUPS: dict[str, tuple[str, ...]] = {
+    "DeepCache-like (reuse)": ("DeepCache-like (reuse)",),
+    "DaTo (reuse)": ("DaTo (reuse)", "DaTo pruning only"),
+    "DeepCache-like + forecast": ("tokencache DeepCache-like + Taylor 1", "tokencache DeepCache-like + FoCa"),
+    "DaTo + forecast": ("tokencache DaTo + Taylor 1", "tokencache DaTo presets (Taylor 1)"),
+}
+"""The UNet pair's groups, in the same roles (whole-step caching, reuse; token-level; the same forecast)."""
 SPEEDS = (1.5, 2.0, 2.5, 3.0)
 MAC_CUTS = (2.0, 3.0, 4.0)
 
 
+def groups_of(family: str) -> dict[str, tuple[str, ...]]:
+    """The method groups of a family: `UNET_GROUPS` for the UNets, else `GROUPS`."""
+    return UNET_GROUPS if family.startswith("unet") else GROUPS
+
+
 def model_shape(family: str) -> dict[str, int]:
-    """Tokens per self-attention and blocks of a shipped transformer family (from its config)."""
+    """Tokens per self-attention and blocks of a shipped family (from its config). UNets: the top attention
+    level's tokens, and the number of resolution levels as blocks."""
     meta = json.loads((WEIGHTS_DIR / f"{family}.json").read_text())
-    cfg = next(v for k, v in meta["configs"].items() if k != "scheduler")
+    if "unet" in meta["configs"]:
+        cfg = meta["configs"]["unet"]
+        return {"tokens": cfg["sample_size"] ** 2, "blocks": len(cfg["block_out_channels"]),
+                "width": cfg["block_out_channels"][0]}
+    cfg = next(v for k, v in meta["configs"].items() if k not in ("scheduler", "text_encoder"))
     side = cfg["sample_size"] // cfg["patch_size"]
     return {"tokens": side * side, "blocks": cfg["num_layers"],
             "width": cfg["num_attention_heads"] * cfg["attention_head_dim"]}
 
 
-def group_points(state: dict[str, Any]) -> tuple[dict[str, list], dict[str, list]]:
+def group_points(
+    state: dict[str, Any], groups: dict[str, tuple[str, ...]] = GROUPS
+) -> tuple[dict[str, list], dict[str, list]]:
     """(group -> [(speedup, PSNR)], group -> [(MAC reduction, PSNR)]) from a frontier state."""
-    speed: dict[str, list] = {g: [] for g in (*GROUPS, "best peer")}
-    macs: dict[str, list] = {g: [] for g in GROUPS}
+    speed: dict[str, list] = {g: [] for g in (*groups, "best peer")}
+    macs: dict[str, list] = {g: [] for g in groups}
     for r in state["rows"].values():
         if "error" in r:
             continue
@@ -64,7 +88,7 @@ def group_points(state: dict[str, Any]) -> tuple[dict[str, list], dict[str, list
         if not r["ours"]:
             speed["best peer"].append((x, y))
             continue
-        for g, curves in GROUPS.items():
+        for g, curves in groups.items():
             if r["curve"] in curves:
                 speed[g].append((x, y))
                 if r.get("macs_ratio"):
@@ -78,10 +102,15 @@ def at(points: list, x: float) -> float | None:
 
 def study(pair: tuple[str, str], results: Path) -> dict[str, Any]:
     """Every group's interpolated PSNR per family, on both axes, and the token-level gaps."""
-    out: dict[str, Any] = {"families": {}}
+    groups = groups_of(pair[0])
+    if groups is not groups_of(pair[1]):
+        raise ValueError(f"pair must be two transformer or two UNet families, got {pair}")
+    base, token = list(groups)[0], list(groups)[1]
+    fbase, ftoken = list(groups)[2], list(groups)[3]
+    out: dict[str, Any] = {"families": {}, "groups": list(groups)}
     for fam in pair:
         state = json.loads((results / f"frontier_{fam}.json").read_text())
-        speed, macs = group_points(state)
+        speed, macs = group_points(state, groups)
         st = state["settings"]
         out["families"][fam] = {
             **model_shape(fam), "images": len(st["seeds"]) * st["per_seed"], "threads": st["threads"],
@@ -90,8 +119,8 @@ def study(pair: tuple[str, str], results: Path) -> dict[str, Any]:
         }
         for axis in ("speed", "macs"):
             for row in out["families"][fam][axis].values():
-                row["gap (reuse)"] = _sub(row["ToCa/DuCa (reuse)"], row["FORA-like (reuse)"])
-                row["gap (forecast)"] = _sub(row["ToCa/DuCa + forecast"], row["FORA-like + forecast"])
+                row["gap (reuse)"] = _sub(row[token], row[base])
+                row["gap (forecast)"] = _sub(row[ftoken], row[fbase])
     return out
 
 
@@ -105,10 +134,11 @@ def _f(v: float | None, spec: str = ".1f") -> str:
 
 def report(res: dict[str, Any], out: Path, name: str) -> str:
     fams = res["families"]
+    groups = res["groups"]
     lines = ["**Scale study: PSNR vs uncached (dB) of each method group's frontier, interpolated** "
              "(fair protocol, 50 DDIM steps, CFG 3; '-': the group never reaches that point)", ""]
     for axis, label, keys in (("speed", "measured e2e speedup", SPEEDS), ("macs", "MAC reduction", MAC_CUTS)):
-        cols = [*GROUPS, *(["best peer"] if axis == "speed" else []), "gap (reuse)", "gap (forecast)"]
+        cols = [*groups, *(["best peer"] if axis == "speed" else []), "gap (reuse)", "gap (forecast)"]
         lines += [f"| family (tokens x blocks) | {label} | " + " | ".join(cols) + " |",
                   "|---|---|" + "---|" * len(cols)]
         for fam, f in fams.items():
@@ -117,7 +147,8 @@ def report(res: dict[str, Any], out: Path, name: str) -> str:
                 lines.append(f"| {fam} ({f['tokens']} x {f['blocks']}) | {k:g}x | "
                              + " | ".join(_f(row[c], "+.1f" if c.startswith("gap") else ".1f") for c in cols) + " |")
         lines.append("")
-    lines.append("gap = ToCa/DuCa minus FORA-like at the same point (positive: the token-level methods win).")
+    lines.append(f"gap = {groups[1].split(' (')[0]} minus {groups[0].split(' (')[0]} at the same point "
+                 "(positive: the token-level method wins).")
     text = "\n".join(lines) + "\n"
     (out / f"{name}.md").write_text(text)
     (out / f"{name}.json").write_text(json.dumps(res, indent=1))
@@ -146,7 +177,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(tokens, [f"{t}\n({f['blocks']} blocks)" for t, f in zip(tokens, fams.values())])
         ax.set_xlabel("tokens per self-attention")
-        ax.set_title(f"ToCa/DuCa minus FORA-like, at equal {'speed' if axis == 'speed' else 'MACs'}")
+        token, whole = (g.split(" (")[0] for g in res["groups"][1::-1])
+        ax.set_title(f"{token} minus {whole}, at equal {'speed' if axis == 'speed' else 'MACs'}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("PSNR gap (dB)")

@@ -209,5 +209,5 @@ def test_light_lists_match_the_heavy_ones():
     from tokencache.harness.args import FEATURES, REFERENCE_FAMILIES
     from tokencache.harness.registry import method_specs
 
-    assert REFERENCE_FAMILIES == zoo.ALL_FAMILIES and FEATURES == ("digits", "pixels", "inception")
+    assert REFERENCE_FAMILIES == zoo.ALL_FAMILIES and FEATURES == ("digits", "glyphs", "pixels", "inception")
     assert method_specs("unet", ("balanced",)) == ["dato:balanced", "deepcache:balanced", "tome:balanced"]

@@ -112,3 +112,31 @@ def test_errors_name_the_file(folders, tmp_path):
     _png(c / "1.png", 1, size=5)
     with pytest.raises(ValueError, match="1.png.*same size"):
         evaluate(c, fd_ref=c, features="pixels")
+
+
+def test_fd_glyph_features_match_the_tier2_classifier(tmp_path):
+    """`--features glyphs`: FD in the tier-2 glyph classifier's features, PNGs at 32x32 or resized to it."""
+    import torch
+
+    from tokencache import zoo
+    from tokencache.metrics import frechet_distance
+
+    sets = {}
+    for name, font in (("serif", "cmr10"), ("sans", "DejaVuSans")):
+        d = tmp_path / name
+        d.mkdir()
+        glyphs = torch.stack([zoo.render_glyph(font, chr(ord("A") + i)) for i in range(8)])
+        for i, g in enumerate(glyphs):
+            _png(d / f"{i}.png", np.repeat((g.numpy() * 255).round().astype(np.uint8)[..., None], 3, -1))
+        sets[name] = glyphs
+    clf = zoo.load_classifier(tier=2)
+    feats = {k: clf.features((torch.round(v * 255) / 255)[:, None].double().float()) for k, v in sets.items()}
+    expect = float(frechet_distance(feats["serif"], feats["sans"]))
+    res = evaluate(tmp_path / "serif", fd_ref=tmp_path / "sans", features="glyphs")
+    assert res["fd"] == pytest.approx(expect, rel=1e-4) and expect > 0
+    big = tmp_path / "big"  # 64x64 PNGs are area-resized to the classifier's 32x32
+    big.mkdir()
+    for i, g in enumerate(sets["serif"]):
+        up = g.repeat_interleave(2, 0).repeat_interleave(2, 1)
+        _png(big / f"{i}.png", np.repeat((up.numpy() * 255).round().astype(np.uint8)[..., None], 3, -1))
+    assert evaluate(big, fd_ref=tmp_path / "sans", features="glyphs")["fd"] == pytest.approx(expect, rel=1e-3)

@@ -120,3 +120,46 @@ def test_rows_with_a_base_index_use_the_baselines_around_them():
     base = {"e2e_s": [80.0, 80.0, 80.0, 80.0, 40.0, 44.0]}
     assert fr.speedup({"e2e_s": [21.0], "base_idx": 4}, base) == pytest.approx(2.0)  # (40 + 44) / 2 / 21
     assert fr.baseline_times({"base_idx": 5}, base) == [44.0]
+
+
+def test_unet_scale_study_pairs_dato_with_deepcache_like(tmp_path):
+    """The UNet pair: DaTo (token pruning on the same schedules) minus DeepCache-like, tokens = top attention level."""
+    import json
+
+    ss = _bench_module("scale_study")
+
+    def row(curve, t, p, macs):
+        return {"curve": curve, "label": "x", "ours": True, "e2e_s": [t], "psnr": [p], "macs_ratio": macs}
+
+    def state(cache, dato, fc_cache, fc_dato):
+        return {"baseline": {"e2e_s": [9.0]}, "settings": {"seeds": [0, 1, 2], "per_seed": 26, "threads": 2},
+                "rows": {"a": row("DeepCache-like (reuse)", 3.0, cache, 0.33),
+                         "b": row("DaTo (reuse)", 3.0, dato, 0.30),
+                         "c": row("tokencache DeepCache-like + Taylor 1", 3.0, fc_cache, 0.33),
+                         "d": row("tokencache DaTo + Taylor 1", 3.0, fc_dato, 0.30),
+                         "e": row("DaTo pruning only", 9.0, 50.0, 1.0)}}
+
+    (tmp_path / "frontier_unet.json").write_text(json.dumps(state(40.0, 35.0, 45.0, 41.0)))
+    (tmp_path / "frontier_unet2.json").write_text(json.dumps(state(40.0, 42.0, 45.0, 46.5)))
+    res = ss.study(("unet", "unet2"), tmp_path)
+    t1, t2 = res["families"]["unet"], res["families"]["unet2"]
+    assert (t1["tokens"], t2["tokens"]) == (256, 1024) and (t1["blocks"], t2["blocks"]) == (2, 3)
+    assert res["groups"][:2] == ["DeepCache-like (reuse)", "DaTo (reuse)"]
+    assert t1["speed"][3.0]["gap (reuse)"] == pytest.approx(-5.0)
+    assert t2["speed"][3.0]["gap (reuse)"] == pytest.approx(2.0)
+    assert t2["speed"][3.0]["gap (forecast)"] == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="two transformer or two UNet families"):
+        ss.study(("unet", "dit2"), tmp_path)
+    text = ss.report(res, tmp_path, "scale_unet")
+    assert "unet2 (1024 x 3)" in text and "gap = DaTo minus DeepCache-like" in text
+
+
+def test_unet2_grid_is_the_scale_study_grid():
+    fr = _bench_module("frontier")
+    keys = {c.key for c in fr.unet_candidates("unet2", 50, False)}
+    for k in ("DeepCache-like (reuse) | N=3", "DaTo (reuse) | N=3,r=0.4", "DaTo pruning only | r=0.4",
+              "tokencache DaTo + Taylor 1 | N=3,r=0.4", "tomesd | r=0.5"):
+        assert k in keys
+    assert not any("searched" in k for k in keys)  # searched on the tier-1 UNet: not for tier 2
+    tier1 = {c.key for c in fr.unet_candidates("unet", 50, False)}
+    assert "DaTo (reuse) | N=3,r=0.4" in tier1 and any("searched" in k for k in tier1)

@@ -102,11 +102,12 @@ def test_classifier_is_accurate_on_unseen_fonts():
 
 
 def test_tier2_families_and_files():
-    assert zoo.TIER2_FAMILIES == ("dit2",) and zoo.FAMILIES == ("unet", "dit", "pixart", "flux", "wan")
+    assert zoo.TIER2_FAMILIES == ("dit2", "unet2") and zoo.FAMILIES == ("unet", "dit", "pixart", "flux", "wan")
     assert zoo.ALL_FAMILIES == zoo.FAMILIES + zoo.TIER2_FAMILIES
     assert zoo.family_tier("dit2") == 2 and zoo.family_tier("dit") == 1
     sums = json.loads((zoo.WEIGHTS_DIR / CHECKSUMS_FILE).read_text())
-    for name in ("dit2.safetensors", "dit2.json", "classifier2.safetensors", "classifier2.json"):
+    for name in ("dit2.safetensors", "dit2.json", "unet2.safetensors", "unet2.json", "classifier2.safetensors",
+                 "classifier2.json"):
         assert sha256_of(zoo.WEIGHTS_DIR / name) == sums[name]
     total = sum(p.stat().st_size for p in zoo.WEIGHTS_DIR.iterdir() if p.is_file())
     assert total < 40 * 2**20
@@ -163,7 +164,8 @@ def test_corrupted_dit2_raises(tmp_path):
     zoo.load("dit", weights_dir=dst)  # the tier-1 DiT is unaffected
 
 
-def test_tier2_training_is_reproducible_and_loadable(tmp_path, monkeypatch):
+def _train_twice(family: str, tmp_path, monkeypatch) -> list[str]:
+    """Two 2-step tier-2 runs of ``family`` from seed 3 into ``tmp_path/a`` and ``/b``; their sha256 digests."""
     import tokencache.zoo.train as train_module
 
     monkeypatch.setattr(train_module, "GLYPH_TRAIN_COPIES", 1)  # 416 training glyphs: fast
@@ -173,14 +175,31 @@ def test_tier2_training_is_reproducible_and_loadable(tmp_path, monkeypatch):
         out.mkdir()
         for shipped in ("vae.safetensors", "vae.json"):
             shutil.copy(zoo.WEIGHTS_DIR / shipped, out / shipped)
-        path = train("dit", seed=3, out=out, steps=2, batch_size=2, tier=2)
-        assert path.name == "dit2.safetensors"
+        path = train(family, seed=3, out=out, steps=2, batch_size=2, tier=2)
+        assert path.name == f"{family}2.safetensors"
         digests.append(sha256_of(path))
+    return digests
+
+
+@pytest.mark.parametrize("family", ["dit", "unet", "pixart"])
+def test_tier2_diffusion_training_is_reproducible_and_loadable(family, tmp_path, monkeypatch):
+    from tokencache.zoo.train import DEFAULTS
+
+    threads = torch.get_num_threads()
+    digests = _train_twice(family, tmp_path, monkeypatch)
     assert digests[0] == digests[1]
-    meta = json.loads((tmp_path / "a" / "dit2.json").read_text())
+    assert torch.get_num_threads() == threads  # a 2-thread default does not leak into the caller
+    meta = json.loads((tmp_path / "a" / f"{family}2.json").read_text())
     assert meta["tier"] == 2 and meta["training"]["steps_done"] == 2 and meta["training"]["minutes"] == 45.0
-    pipe = zoo.load("dit2", weights_dir=tmp_path / "a")
-    assert zoo.sample("dit2", pipe, [3], seed=0, num_inference_steps=2).shape == (1, 1, 32, 32)
+    assert meta["training"]["threads"] == DEFAULTS[f"{family}2"].get("threads", 1)
+    assert meta["configs"][family]["sample_size"] == 32
+    if f"{family}2" in zoo.TIER2_FAMILIES:  # shipped: loads as its pipeline and samples
+        pipe = zoo.load(f"{family}2", weights_dir=tmp_path / "a")
+        assert zoo.sample(f"{family}2", pipe, [3], seed=0, num_inference_steps=2).shape == (1, 1, 32, 32)
+
+
+def test_tier2_warm_start_classifier_and_errors(tmp_path, monkeypatch):
+    digests = _train_twice("dit", tmp_path, monkeypatch)
     init = tmp_path / "a" / "dit2.safetensors"
     warm = train("dit", seed=0, out=tmp_path / "b", steps=1, batch_size=2, tier=2, init=init)
     assert json.loads((tmp_path / "b" / "dit2.json").read_text())["training"]["init_sha256"] == digests[0]
@@ -188,12 +207,19 @@ def test_tier2_training_is_reproducible_and_loadable(tmp_path, monkeypatch):
     clf_path = train("classifier", seed=0, out=tmp_path / "a", steps=2, batch_size=4, tier=2)
     assert clf_path.name == "classifier2.safetensors"
     assert isinstance(zoo.load_classifier(weights_dir=tmp_path / "a", tier=2), zoo.GlyphClassifier)
-    with pytest.raises(ValueError, match="unknown family 'unet' for tier 2; expected one of classifier, dit"):
-        train("unet", out=tmp_path, tier=2)
+    expected = "unknown family 'flux' for tier 2; expected one of classifier, dit, unet, pixart"
+    with pytest.raises(ValueError, match=expected):
+        train("flux", out=tmp_path, tier=2)
     with pytest.raises(ValueError, match="init is for the diffusion families, not 'classifier'"):
         train("classifier", out=tmp_path, tier=2, init=warm)
     with pytest.raises(ValueError, match="tier must be 1 or 2, got 0"):
         train("dit", out=tmp_path, tier=0)
+    from tokencache.zoo.train import main
+
+    with pytest.raises(SystemExit):
+        main(["unet", "--tier", "2", "--threads", "0", "--out", str(tmp_path)])
+    one = train("dit", seed=3, out=tmp_path / "c", steps=2, batch_size=2, tier=2, threads=1)  # the default: same
+    assert sha256_of(one) == digests[0]
 
 
 @pytest.mark.slow

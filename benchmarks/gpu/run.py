@@ -4,8 +4,9 @@
     python benchmarks/gpu/run.py --out DIR                       # the H200 run (bf16, published shapes)
     python benchmarks/gpu/run.py --out DIR --device cpu --tiny   # the same code path on tiny shapes (CI)
 
-Random-weight denoisers of published shapes (SD 1.5 512², SDXL 1024², DiT-XL/2 256², PixArt-alpha 1024²),
-seeded inputs, prompt embeddings instead of text encoders, a bare DDIM loop and a random SD-VAE decode.
+Random-weight denoisers of published shapes (SD 1.5 512², SDXL 1024², DiT-XL/2 256², PixArt-alpha 1024², FLUX.1-dev
+1024²), seeded inputs, prompt embeddings instead of text encoders, a bare sampling loop (DDIM; flow-matching Euler
+for FLUX) and a random VAE decode (SD's; FLUX's 16-channel one).
 For each shape and compile mode (eager, ``torch.compile`` of the whole denoiser, regional compile of its
 repeated blocks) it times the baseline, the presets of every method that applies and the peers, after a
 warm-up, median of ``--repeats``; it records the MACs ratio (``tc.summary``), speedup x MACs ratio, peak
@@ -55,12 +56,12 @@ class Shape:
 
     Attributes:
         name: row label.
-        kind: the loop's denoiser kind (``"unet"``, ``"dit"``, ``"pixart"``; see :data:`LOOP_BUILDERS`).
+        kind: the loop's denoiser kind (``"unet"``, ``"dit"``, ``"pixart"``, ``"flux"``; see :data:`LOOP_BUILDERS`).
         config: the denoiser class's constructor arguments (a published config, or a tiny one).
         vae: ``AutoencoderKL`` arguments of the decoder timed end to end.
         resolution: image side in pixels (latents are ``resolution // 8``).
-        steps: denoising steps; guidance > 1 runs the ``[uncond; cond]`` CFG batch.
-        guidance: CFG scale (the pipeline's default; irrelevant for speed beyond > 1).
+        steps: denoising steps; guidance > 1 runs the ``[uncond; cond]`` CFG batch (not FLUX: see ``cfg_batch``).
+        guidance: CFG scale (the pipeline's default; irrelevant for speed beyond > 1); FLUX.1-dev embeds it.
         prior_s: a guess of one generation's seconds, used by the time guard before the baseline ran.
     """
 
@@ -78,9 +79,19 @@ class Shape:
         """The config family that runs on it (``CONFIG_CLASSES[...].structures``)."""
         return "unet" if self.kind == "unet" else "transformer"
 
+    @property
+    def cfg_batch(self) -> bool:
+        """Whether each denoiser call carries the ``[uncond; cond]`` batch (FLUX.1-dev is guidance-distilled:
+        one call per step, the scale goes in as an embedding)."""
+        return self.guidance > 1.0 and self.kind != "flux"
+
+    @property
+    def sampler(self) -> str:
+        return "flow-matching Euler steps, guidance embedded" if self.kind == "flux" else "DDIM steps, CFG"
+
 
 def _published() -> dict[str, Shape]:
-    from sources import MODELS, SD_VAE
+    from sources import FLUX_VAE, MODELS, SD_VAE
 
     return {
         "sd15": Shape("sd15", "unet", MODELS["sd15"][1], SD_VAE, 512, 50, 7.5, prior_s=2.0),
@@ -88,14 +99,10 @@ def _published() -> dict[str, Shape]:
         "dit-xl-2": Shape("dit-xl-2", "dit", MODELS["dit-xl-2"][1], SD_VAE, 256, 50, 4.0, prior_s=0.8),
         "pixart-alpha-1024": Shape("pixart-alpha-1024", "pixart", MODELS["pixart-alpha-1024"][1], SD_VAE, 1024, 20,
                                    4.5, prior_s=3.5),
+        # 11.9B parameters: built in fp32 on the GPU (48 GiB) and cast; 4096 image + 512 text tokens
+        "flux-dev": Shape("flux-dev", "flux", MODELS["flux-dev"][1], FLUX_VAE, 1024, 28, 3.5, prior_s=12.0),
     }
 
-
-#: shapes named in ``--shapes`` that cannot run yet, with the reason (an error row says it).
-#: FLUX: once the FLUX family lands, add ``"flux-dev": Shape("flux-dev", "flux", <FLUX.1-dev config>, <FLUX VAE>,
-#: 1024, 28, 3.5)`` to :func:`_published` and a ``"flux"`` entry to :data:`LOOP_BUILDERS` (flow-matching
-#: scheduler, packed latents, ``txt_ids`` / ``img_ids``, guidance embedding instead of a CFG batch).
-PENDING = {"flux-dev": "FLUX.1-dev 1024² (28 steps): the FLUX family has not landed in tokencache yet"}
 
 TINY_UNET = dict(
     sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, norm_num_groups=8,
@@ -113,6 +120,12 @@ TINY_PIXART = dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, o
                    use_additional_conditions=False)
 TINY_VAE = dict(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
                 down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+#: FLUX-style: 4 latent channels packed 2x2 into 16, 1 double- and 2 single-stream blocks, rope axes summing to
+#: the head width
+TINY_FLUX = dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=8,
+                 num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, guidance_embeds=True,
+                 axes_dims_rope=(2, 2, 4))
+TINY_FLUX_VAE = {**TINY_VAE, "shift_factor": 0.1, "use_quant_conv": False, "use_post_quant_conv": False}
 
 
 def _tiny() -> dict[str, Shape]:
@@ -121,6 +134,7 @@ def _tiny() -> dict[str, Shape]:
         "sdxl": Shape("sdxl-tiny", "unet", TINY_SDXL_UNET, TINY_VAE, 64, 5, 5.0, prior_s=0.2),
         "dit-xl-2": Shape("dit-xl-2-tiny", "dit", TINY_DIT, TINY_VAE, 64, 8, 4.0, prior_s=0.2),
         "pixart-alpha-1024": Shape("pixart-alpha-1024-tiny", "pixart", TINY_PIXART, TINY_VAE, 64, 5, 4.5, prior_s=0.2),
+        "flux-dev": Shape("flux-dev-tiny", "flux", TINY_FLUX, TINY_FLUX_VAE, 64, 5, 3.5, prior_s=0.2),
     }
 
 
@@ -130,9 +144,10 @@ def shapes_for(tiny: bool) -> dict[str, Shape]:
 
 
 def _model_class(kind: str) -> type:
-    from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
+    from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
 
-    return {"unet": UNet2DConditionModel, "dit": DiTTransformer2DModel, "pixart": PixArtTransformer2DModel}[kind]
+    return {"unet": UNet2DConditionModel, "dit": DiTTransformer2DModel, "pixart": PixArtTransformer2DModel,
+            "flux": FluxTransformer2DModel}[kind]
 
 
 def build(shape: Shape, device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -156,10 +171,28 @@ def _make_loop(model: torch.nn.Module, shape: Shape) -> Callable[[], torch.Tenso
     return make_loop(model, shape.kind, shape.resolution, 1, shape.steps, shape.guidance)
 
 
-#: denoiser kind -> ``(model, shape) -> loop()`` returning the final latents (add ``"flux"`` here).
+#: denoiser kind -> ``(model, shape) -> loop()`` returning the final latents (FLUX: packed, ``(B, h*w, 4C)``).
 LOOP_BUILDERS: dict[str, Callable[[torch.nn.Module, Shape], Callable[[], torch.Tensor]]] = {
-    "unet": _make_loop, "dit": _make_loop, "pixart": _make_loop,
+    "unet": _make_loop, "dit": _make_loop, "pixart": _make_loop, "flux": _make_loop,
 }
+
+
+def unpack_latents(latents: torch.Tensor, channels: int) -> torch.Tensor:
+    """FLUX's packed ``(B, h*w, 4C)`` latents -> ``(B, C, 2h, 2w)`` (square images), as its pipeline unpacks."""
+    b, n, _ = latents.shape
+    h = math.isqrt(n)
+    x = latents.view(b, h, h, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, channels, 2 * h, 2 * h)
+
+
+def vae_input(latents: torch.Tensor, vae: torch.nn.Module) -> torch.Tensor:
+    """What the pipeline hands ``vae.decode``: unpacked (FLUX), divided by the scaling factor, shifted back."""
+    cfg = vae.config
+    if latents.dim() == 3:
+        latents = unpack_latents(latents, cfg.latent_channels)
+    latents = latents.to(vae.dtype) / cfg.scaling_factor
+    shift = getattr(cfg, "shift_factor", None)
+    return latents + shift if shift else latents
 
 
 # ---- rows --------------------------------------------------------------------------------------------
@@ -227,6 +260,8 @@ DEFAULT_PEERS = {
     "unet": ["peer:deepcache", "peer:tomesd", "peer:pab"],
     "transformer": ["peer:first-block-cache", "peer:pab", "peer:taylorseer", "peer:magcache", "peer:faster-cache",
                     "peer:cache-dit"],
+    # FasterCache reuses the unconditional branch of a CFG batch, which guidance-distilled FLUX.1-dev has not
+    "flux": ["peer:first-block-cache", "peer:pab", "peer:taylorseer", "peer:magcache", "peer:cache-dit"],
 }
 #: peers that ask for the current timestep (read from the denoiser input by a pre-hook)
 TIMESTEP_PEERS = ("peer:pab", "peer:faster-cache")
@@ -310,7 +345,7 @@ class Generation:
             if cuda:
                 e1.record()
             t1 = time.perf_counter()
-            self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor)
+            self.vae.decode(vae_input(latents, self.vae))
         _sync(self.device)
         t2 = time.perf_counter()
         loop_s = e0.elapsed_time(e1) / 1000.0 if cuda else t1 - t0
@@ -454,11 +489,11 @@ class Runner:
                 if name in TIMESTEP_PEERS:  # reads the timestep input: one device->host copy per step
                     handle = model.register_forward_pre_hook(_timestep_reader(current), with_kwargs=True)
                 restore = snapshot(model)
-                target = PeerTarget(model, None, gen.scheduler, shape.steps, shape.guidance > 1.0,
+                target = PeerTarget(model, None, gen.scheduler, shape.steps, shape.cfg_batch,
                                     timestep=lambda: current["t"], generate=gen.loop, memo=self.memo)
                 undo = PEERS[name](target)
             elif kind == "method":
-                tc.apply(model, make_config(name), num_inference_steps=shape.steps, cfg=shape.guidance > 1.0)
+                tc.apply(model, make_config(name), num_inference_steps=shape.steps, cfg=shape.cfg_batch)
                 applied = True
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -570,8 +605,8 @@ def to_markdown(rows: list[Row], env: dict) -> str:
     for (shape, mode), group in groups.items():
         steps = next((s for s in env["shapes"] if s["name"] == shape), {})
         lines += [f"## {shape}, {mode}", "",
-                  f"{steps.get('resolution', '')}², {steps.get('steps', '')} DDIM steps, "
-                  f"CFG {steps.get('guidance', '')}",
+                  f"{steps.get('resolution', '')}², {steps.get('steps', '')} {steps.get('sampler', 'DDIM steps, CFG')} "
+                  f"{steps.get('guidance', '')}",
                   "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in group:
             if not r.ok:
@@ -668,8 +703,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tiny", action="store_true", help="tiny stand-ins of every shape (CI, CPU)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    p.add_argument("--shapes", default="sd15,dit-xl-2,pixart-alpha-1024,sdxl",
-                   help="comma-separated: sd15, sdxl, dit-xl-2, pixart-alpha-1024 (flux-dev: pending)")
+    p.add_argument("--shapes", default="sd15,dit-xl-2,pixart-alpha-1024,flux-dev,sdxl",
+                   help="comma-separated, run in this order: sd15, sdxl, dit-xl-2, pixart-alpha-1024, flux-dev")
     p.add_argument("--methods", default="all", help="'all', or method names / method:preset specs")
     p.add_argument("--presets", default=None,
                    help="preset names to run per method, or 'all' (default all; 'balanced' with --tiny)")
@@ -733,7 +768,7 @@ def write_outputs(runner: Runner, env: dict, args: argparse.Namespace, out: Path
     and speed.png."""
     runner.finish()
     env["elapsed_s"] = runner.budget.elapsed()
-    env["shapes"] = [asdict(s) | {"family": s.family} for s in args.shape_objs]
+    env["shapes"] = [asdict(s) | {"family": s.family, "sampler": s.sampler} for s in args.shape_objs]
     data = {"env": env, "rows": [asdict(r) for r in runner.rows]}
     (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
     (out / "results.md").write_text(to_markdown(runner.rows, env) + "\n")
@@ -775,9 +810,6 @@ def main(argv: list[str] | None = None) -> int:
         phases = phases[1:]
     for mode, phase_keys in phases:
         for key in phase_keys:
-            if key in PENDING:
-                runner.rows.append(Row(key, mode, "baseline", "baseline", error=f"NotImplementedError: {PENDING[key]}"))
-                continue
             if key not in catalogue:
                 runner.rows.append(Row(key, mode, "baseline", "baseline",
                                        error=f"ValueError: shape {key!r} is unknown; allowed: {sorted(catalogue)}"))
@@ -796,7 +828,8 @@ def main(argv: list[str] | None = None) -> int:
             model, _, gen = built[key]
             specs = method_specs(shape.family, methods, _csv(args.presets))
             if mode == "eager":
-                peers = DEFAULT_PEERS[shape.family] if args.peers == "default" else (_csv(args.peers) or [])
+                default = DEFAULT_PEERS.get(shape.kind, DEFAULT_PEERS[shape.family])
+                peers = default if args.peers == "default" else (_csv(args.peers) or [])
                 todo = [("baseline", "baseline")] + [(s, "method") for s in specs] + [(p, "peer") for p in peers]
             else:
                 compiled = _compiled_specs(specs, args.compile_methods)

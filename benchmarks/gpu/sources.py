@@ -8,6 +8,6 @@ and ``tokencache.config.CONFIG_CLASSES``.
 from __future__ import annotations
 
 from tokencache.harness.peers import PEERS, PeerTarget, snapshot
-from tokencache.harness.shapes import MODELS, SD_VAE, make_loop
+from tokencache.harness.shapes import FLUX_VAE, MODELS, SD_VAE, make_loop
 
-__all__ = ["MODELS", "SD_VAE", "make_loop", "PEERS", "PeerTarget", "snapshot"]
+__all__ = ["FLUX_VAE", "MODELS", "SD_VAE", "make_loop", "PEERS", "PeerTarget", "snapshot"]

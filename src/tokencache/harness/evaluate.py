@@ -2,7 +2,8 @@
 
 * fidelity: PSNR / SSIM / rel-L1 of each image against the same-named image in a baseline folder;
 * FD: Fréchet distance between feature statistics of two folders (or ``.npz`` statistics with ``mu`` and
-  ``sigma``), in the features of the zoo's digit classifier (``--features digits``), of raw pixels
+  ``sigma``), in the features of the zoo's digit classifier (``--features digits``), of its tier-2 glyph
+  classifier (``--features glyphs``, for the 32x32 letters of the tier-2 families), of raw pixels
   (``--features pixels``) or of Inception (``--features inception --inception-weights FILE``; nothing is
   downloaded);
 * CLIP score: images against their prompts from ``manifest.jsonl``, with a local CLIP folder.
@@ -99,7 +100,8 @@ class FeatureExtractor:
     """Images in [0, 1] ``(N, 3, H, W)`` -> features ``(N, D)``.
 
     Args:
-        kind: ``"digits"`` (zoo digit classifier, penultimate layer), ``"pixels"`` (images resized to
+        kind: ``"digits"`` (zoo digit classifier, penultimate layer), ``"glyphs"`` (the tier-2 glyph classifier,
+            trained on the train fonts only; images are area-resized to 32x32), ``"pixels"`` (images resized to
             ``pixel_size`` squared, flattened grey values; a cheap proxy) or ``"inception"``.
         inception_weights: for ``"inception"``: a TorchScript Inception file (e.g. ``inception-2015-12-05.pt``)
             or torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` (needs ``torch-fidelity``).
@@ -115,6 +117,10 @@ class FeatureExtractor:
             from ..zoo import load_classifier
 
             self._model = load_classifier()
+        elif kind == "glyphs":
+            from ..zoo import load_classifier
+
+            self._model = load_classifier(tier=2)
         elif kind == "inception":
             if inception_weights is None:
                 raise ValueError("--features inception needs --inception-weights FILE (weights are never downloaded)")
@@ -137,6 +143,10 @@ class FeatureExtractor:
                                                 mode="area")
             return x.flatten(1).double()
         if self.kind == "digits":
+            return self._model.features(images.float()).double()
+        if self.kind == "glyphs":
+            if images.shape[-1] != 32 or images.shape[-2] != 32:
+                images = torch.nn.functional.interpolate(images.float(), size=(32, 32), mode="area")
             return self._model.features(images.float()).double()
         u8 = (images.clamp(0, 1) * 255).round().to(torch.uint8)
         if self._jit:
@@ -215,7 +225,7 @@ def evaluate(
         folder: generated images (a folder) or, for FD only, an ``.npz`` of statistics.
         baseline: folder of same-named reference images for PSNR/SSIM/rel-L1.
         fd_ref: folder or ``.npz`` statistics to compute the FD against.
-        features: ``"digits"``, ``"pixels"`` or ``"inception"``.
+        features: ``"digits"``, ``"glyphs"`` (tier 2), ``"pixels"`` or ``"inception"``.
         inception_weights: local Inception file for ``features="inception"``.
         clip_model: local CLIP folder for the CLIP score.
         save_stats: write this folder's feature statistics to this ``.npz``.

@@ -82,8 +82,8 @@ def load_pipeline(model: str | None = None, reference: str | None = None, device
 
     Args:
         model: a local folder saved with ``save_pretrained`` (loaded with ``local_files_only=True``).
-        reference: a zoo family (``REFERENCE_FAMILIES``: ``"unet"``, ``"dit"``, ``"pixart"``, ``"flux"``, ``"wan"``,
-            tier-2 ``"dit2"``).
+        reference: a zoo family (``REFERENCE_FAMILIES``, equal to ``zoo.ALL_FAMILIES``: the tier-1 digit families,
+            then the tier-2 glyph families ``zoo.TIER2_FAMILIES``).
         device: torch device.
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
 

@@ -73,6 +73,13 @@ SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block
               block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
               up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512, scaling_factor=0.18215)
 
+#: FLUX.1's VAE (16 latent channels, no quant convs, latents shifted then scaled); the transformer sees them
+#: packed 2x2 into 64 channels.
+FLUX_VAE = dict(in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2, norm_num_groups=32,
+                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, sample_size=1024, scaling_factor=0.3611,
+                shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
+
 #: name -> (model family, config, default resolution, prediction type)
 MODELS: dict[str, tuple[str, dict, int, str]] = {
     "sd15": ("unet", SD15_UNET, 512, "epsilon"),

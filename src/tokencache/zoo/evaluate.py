@@ -4,10 +4,11 @@ Usage:
     python -m tokencache.zoo.evaluate FAMILY [--per-digit 10] [--steps 50] [--guidance 3.0] [--seed 0]
                                              [--weights-dir DIR]
 
-FAMILY is `unet`, `dit`, `pixart`, `flux`, `wan`, `all` (the tier-1 families) or `dit2` (tier 2: letters, scored by
-the glyph classifier against glyphs of the held-out test fonts; `--per-digit` is then per letter). Prints one JSON
-line per family. `wan` generates 5-frame clips: `accuracy` and `fd_test` score the middle (unshifted) frame, the
-`*_frames` fields every frame of every clip, `clip_accuracy` the clips whose 5 frames are all recognised.
+FAMILY is `unet`, `dit`, `pixart`, `flux`, `wan`, `all` (the tier-1 families), or a tier-2 family (`TIER2_FAMILIES`:
+letters, scored by the glyph classifier against glyphs of the held-out test fonts; `--per-digit` is then per
+letter). Prints one JSON line per family. `wan` generates 5-frame clips: `accuracy` and `fd_test` score the middle
+(unshifted) frame, the `*_frames` fields every frame of every clip, `clip_accuracy` the clips whose 5 frames are all
+recognised.
 """
 
 import argparse
@@ -41,7 +42,7 @@ def evaluate(
     """Samples `per_digit` images of each class and scores them with the tier's classifier.
 
     Args:
-        family (`str`): one of `ALL_FAMILIES` (`"unet"`, `"dit"`, `"pixart"`, `"flux"`, `"wan"`, `"dit2"`).
+        family (`str`): one of `ALL_FAMILIES` (tier 1: `FAMILIES`; tier 2: `TIER2_FAMILIES`).
         per_digit (`int`, defaults to 10): samples per class (10 -> 100 digits, or 260 letters for tier 2).
         num_inference_steps (`int`, defaults to 50): sampling steps (DDIM; Euler for the flow-matching flux and wan).
         guidance_scale (`float`, defaults to 3.0): classifier-free guidance scale.

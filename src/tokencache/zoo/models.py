@@ -103,6 +103,26 @@ DIT2_CONFIG: dict[str, Any] = {
 }
 """Tier 2: 32x32 glyphs at patch 2 -> 256 tokens per self-attention, 8 blocks, width 64."""
 
+UNET2_CONFIG: dict[str, Any] = {
+    "sample_size": 32,
+    "in_channels": 1,
+    "out_channels": 1,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [32, 64, 96],
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "cross_attention_dim": 32,
+    "attention_head_dim": 1,
+}
+"""Tier 2: an SD-style UNet on 32x32 glyphs whose top level attends over 1024 tokens (one head of width 32,
+which trains 2x faster on CPU than four of width 8), three levels (32x32, 16x16, 8x8), mid attention at 8x8."""
+
+
+PIXART2_CONFIG: dict[str, Any] = {**PIXART_CONFIG, "num_layers": 8, "sample_size": 32}
+"""Tier 2: a PixArt-alpha-style transformer on 32x32 glyphs: 256 tokens at patch 2, 8 blocks, width 64, cross-attention
+to the letter prompts (`"the letter K"`)."""
+
 
 def text_encoder_config() -> dict[str, Any]:
     """Config of the tiny `CLIPTextModel` (2 layers, width 32, 16 positions) used by the UNet and PixArt."""
@@ -136,6 +156,11 @@ def build_unet(config: dict[str, Any] | None = None) -> UNet2DConditionModel:
     return UNet2DConditionModel.from_config(config or UNET_CONFIG)
 
 
+def build_unet2(config: dict[str, Any] | None = None) -> UNet2DConditionModel:
+    """The tier-2 SD-style `UNet2DConditionModel`: 32x32, widths (32, 64, 96), 1024-token top attention."""
+    return UNet2DConditionModel.from_config(config or UNET2_CONFIG)
+
+
 def build_dit(config: dict[str, Any] | None = None) -> DiTTransformer2DModel:
     """A tiny adaLN-Zero `DiTTransformer2DModel`: width 64, 4 layers, 64 tokens (16x16 at patch 2)."""
     return DiTTransformer2DModel.from_config(config or DIT_CONFIG)
@@ -149,6 +174,11 @@ def build_dit2(config: dict[str, Any] | None = None) -> DiTTransformer2DModel:
 def build_pixart(config: dict[str, Any] | None = None) -> PixArtTransformer2DModel:
     """A tiny adaLN-single `PixArtTransformer2DModel`: width 64, 4 layers, 64 tokens, cross-attention."""
     return PixArtTransformer2DModel.from_config(config or PIXART_CONFIG)
+
+
+def build_pixart2(config: dict[str, Any] | None = None) -> PixArtTransformer2DModel:
+    """The tier-2 adaLN-single `PixArtTransformer2DModel`: width 64, 8 layers, 256 tokens, cross-attention."""
+    return PixArtTransformer2DModel.from_config(config or PIXART2_CONFIG)
 
 
 def build_scheduler(config: dict[str, Any] | None = None) -> DDIMScheduler:

@@ -13,7 +13,7 @@ from .data import to_digit_space
 from .files import TOKENIZER_FILES, WEIGHTS_DIR, load_weights, split_state, verify_files
 from .flux import load_flux, sample_flux
 from .glyphs import NUM_CLASSES, to_glyph_space
-from .tokenizer import MAX_LENGTH, digit_prompt, load_tokenizer
+from .tokenizer import MAX_LENGTH, digit_prompt, letter_prompt, load_tokenizer
 from .wan import MIDDLE_FRAME, load_wan, sample_wan
 
 FAMILIES = ("unet", "dit", "pixart", "flux", "wan")
@@ -22,8 +22,10 @@ FAMILIES = ("unet", "dit", "pixart", "flux", "wan")
 VIDEO_FAMILIES = ("wan",)
 """The tier-1 families that generate clips (`sample(..., output="clips" | "video")`)."""
 
-TIER2_FAMILIES = ("dit2",)
-"""The tier-2 (glyphs A-Z, 32x32, 256 tokens, 8 blocks) diffusion families `load` and `sample` accept."""
+TIER2_FAMILIES = ("dit2", "unet2")
+"""The tier-2 (glyphs A-Z, 32x32) diffusion families `load` and `sample` accept: `dit2` (256 tokens, 8 blocks, class
+labels), `unet2` (SD-style, 1024-token top attention) and `pixart2` (256 tokens, 8 blocks), both prompted
+`"the letter K"`."""
 
 ALL_FAMILIES = FAMILIES + TIER2_FAMILIES
 
@@ -67,7 +69,9 @@ def load(
             `use_resolution_binning=False, max_sequence_length=16`), `"flux"` -> `FluxPipeline` (learned
             prompt embeddings, true CFG), `"wan"` -> `WanPipeline` (5-frame clips of a moving digit, learned
             prompt embeddings, `zoo.wan.ClipVAE`); tier 2: `"dit2"` -> `DiTPipeline` at
-            32x32 (class labels 0-25 for the letters A-Z, see `glyphs.CLASSES`).
+            32x32 (class labels 0-25 for the letters A-Z, see `glyphs.CLASSES`), `"unet2"` ->
+            `StableDiffusionPipeline` at 32x32 (prompts `"the letter K"`, 1024-token top attention), `"pixart2"`
+            -> `PixArtAlphaPipeline` at 32x32 (the same prompts, 256 tokens, 8 blocks).
         device (`str` or `torch.device`, defaults to `"cpu"`): where to put the pipeline.
         dtype (`torch.dtype`, defaults to `torch.float32`): parameter dtype.
         weights_dir (`str` or `Path`, *optional*): directory with the files and `checksums.json`; defaults to
@@ -109,7 +113,7 @@ def load(
         verify_files(weights_dir, TOKENIZER_FILES)
         tokenizer = load_tokenizer(*(weights_dir / name for name in TOKENIZER_FILES), max_length=MAX_LENGTH)
         text_encoder = _load_text_encoder(tensors, configs["text_encoder"])
-        if family == "unet":
+        if family in ("unet", "unet2"):
             unet = models.build_unet(configs["unet"])
             unet.load_state_dict(split_state(tensors, "unet"))
             pipe = StableDiffusionPipeline(
@@ -185,8 +189,8 @@ def sample(
     Args:
         family (`str`): one of `ALL_FAMILIES`; must match `pipe`.
         pipe (`DiffusionPipeline`): from `load(family)` (possibly with caching applied to it).
-        digits (`list[int]`): class labels, one image each: digits 0-9 (tier 1) or letters 0-25 (`"dit2"`,
-            0 = A).
+        digits (`list[int]`): class labels, one image each: digits 0-9 (tier 1) or letters 0-25 (tier 2,
+            `TIER2_FAMILIES`; 0 = A; the text-conditioned families get `"the letter A"`).
         seed (`int`): seeds the initial noise (a CPU `torch.Generator`).
         num_inference_steps (`int`, defaults to 50): DDIM steps.
         guidance_scale (`float`, defaults to 3.0): classifier-free guidance; `<= 1` disables it.
@@ -218,6 +222,7 @@ def sample(
     allowed = (space, "images", "clips", "video") if family in VIDEO_FAMILIES else (space, "images")
     if output not in allowed:
         raise ValueError(f"output must be {' or '.join(map(repr, allowed))} for {family!r}, got {output!r}")
+    prompt_of = digit_prompt if tier == 1 else letter_prompt
     generator = torch.Generator("cpu").manual_seed(seed)
     kwargs = {
         "num_inference_steps": num_inference_steps,
@@ -236,11 +241,11 @@ def sample(
         images = sample_flux(pipe, digits, kwargs)
     elif family in ("dit", "dit2"):
         images = pipe(class_labels=digits, **kwargs).images
-    elif family == "unet":
-        images = pipe(prompt=[digit_prompt(d) for d in digits], **kwargs).images
-    else:
+    elif family in ("unet", "unet2"):
+        images = pipe(prompt=[prompt_of(d) for d in digits], **kwargs).images
+    else:  # PixArt
         images = pipe(
-            prompt=[digit_prompt(d) for d in digits],
+            prompt=[prompt_of(d) for d in digits],
             use_resolution_binning=False,
             max_sequence_length=MAX_LENGTH,
             **kwargs,

@@ -24,6 +24,15 @@ def digit_prompt(digit: int) -> str:
     return f"a handwritten {int(digit)}"
 
 
+def letter_prompt(letter: int) -> str:
+    """The tier-2 training prompt for letter class `letter` (0-25): `"the letter K"` (the tokenizer lowercases;
+    "letter" is spelled in byte tokens, the vocabulary being tier 1's)."""
+    letter = int(letter)
+    if not 0 <= letter <= 25:
+        raise ValueError(f"letter must be a class 0-25 (A-Z), got {letter}")
+    return f"the letter {chr(ord('A') + letter)}"
+
+
 def _byte_alphabet() -> list[str]:
     # GPT-2/CLIP's reversible byte -> printable unicode map.
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))

@@ -1,17 +1,18 @@
-"""Trains the zoo models on the scikit-learn digits, on one CPU thread, reproducibly from a seed.
+"""Trains the zoo models (digits for tier 1, rendered glyphs for tier 2) on the CPU, reproducibly from a seed.
 
 Usage:
     python -m tokencache.zoo.train FAMILY [--tier T] [--minutes M] [--seed S] [--out DIR] [--steps N]
                                           [--batch-size B] [--lr LR]
 
 FAMILY is one of `classifier`, `vae`, `unet`, `dit`, `pixart`, `flux`, `wan` (tier 1, digits; `wan`: 5-frame
-clips of a moving digit, see `wan.py`), or with `--tier 2` (glyphs, see `glyphs.py`) `classifier` or `dit`,
-written as `classifier2.*` / `dit2.*`. The diffusion families decode through the shared near-identity VAE
-(`vae`), which is trained once. Training runs for a fixed number of steps (the family's default or `--steps`),
-so a run is reproducible bit for bit on the same torch build with one thread;
-`--minutes` is a wall-clock cap that stops early (recorded as `"stopped_early": true` in `{family}.json`) if
-the machine is slower. To train longer, raise both `--steps` and `--minutes`. Weights are written to `--out`
-(defaults to the shipped weights directory) and `checksums.json` there is rewritten.
+clips of a moving digit, see `wan.py`), or with `--tier 2` (glyphs, see `glyphs.py`) `classifier`, `dit`,
+`unet` or `pixart`, written as `classifier2.*` / `dit2.*` / `unet2.*` / `pixart2.*`. The diffusion families decode
+through the shared near-identity VAE (`vae`), which is trained once. Training runs for a fixed number of steps
+(the family's default or `--steps`), so a run is reproducible bit for bit on the same torch build and thread count
+(one thread, except the tier-2 `unet` and `pixart`, whose default is two, to fit the 45-minute budget at 1024 and
+256 tokens); `--minutes` is a wall-clock cap that stops early (recorded as `"stopped_early": true` in
+`{family}.json`) if the machine is slower. To train longer, raise both `--steps` and `--minutes`. Weights are
+written to `--out` (defaults to the shipped weights directory) and `checksums.json` there is rewritten.
 """
 
 import argparse
@@ -32,11 +33,11 @@ from torch import nn
 from . import models
 from .data import load_digits_split, to_model_space
 from .files import TOKENIZER_FILES, WEIGHTS_DIR, save_weights, sha256_of, split_state, write_checksums
-from .glyphs import TRAIN_FONTS, augment_glyphs, base_renders, glyph_split
-from .tokenizer import MAX_LENGTH, digit_prompt, load_tokenizer, write_tokenizer_files
+from .glyphs import NUM_CLASSES, TRAIN_FONTS, augment_glyphs, base_renders, glyph_split
+from .tokenizer import MAX_LENGTH, digit_prompt, letter_prompt, load_tokenizer, write_tokenizer_files
 
 TRAIN_FAMILIES = ("classifier", "vae", "unet", "dit", "pixart", "flux", "wan")
-TIER2_TRAIN_FAMILIES = ("classifier", "dit")
+TIER2_TRAIN_FAMILIES = ("classifier", "dit", "unet", "pixart")
 """Families `--tier 2` trains; their files are named with a `2` suffix (`dit2.safetensors`)."""
 GLYPH_TRAIN_COPIES = 24
 """Augmented copies per (train font, letter) in the tier-2 diffusion training set (9984 images)."""
@@ -56,6 +57,7 @@ class TrainConfig:
     min_snr_gamma: float = 5.0
     minutes: float = 30.0
     seed: int = 0
+    threads: int = 1
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -66,6 +68,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "pixart": {"steps": 6500, "batch_size": 64, "lr": 1e-3},
     "classifier2": {"steps": 3000, "batch_size": 64, "lr": 2e-3, "warmup": 100, "weight_decay": 1e-4},
     "dit2": {"steps": 2700, "batch_size": 32, "lr": 5e-4, "minutes": 45.0},
+    "unet2": {"steps": 3000, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
+    "pixart2": {"steps": 5600, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
     "flux": {"steps": 3000, "batch_size": 64, "lr": 5e-4, "minutes": 60.0},
     "wan": {"steps": 6400, "batch_size": 32, "lr": 1e-3, "minutes": 45.0},
 }
@@ -274,11 +278,13 @@ def _drop(labels: torch.Tensor, null: int, p: float, gen: torch.Generator) -> to
     return torch.where(torch.rand(labels.shape, generator=gen) < p, torch.full_like(labels, null), labels)
 
 
-def _prompt_batch(weights_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and masks of the 11 training prompts: digits 0-9, then the empty prompt (index 10)."""
+def _prompt_batch(weights_dir: Path, tier: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and masks of the training prompts: digits 0-9 (tier 1) or letters A-Z (tier 2), then the
+    empty prompt (index 10 or 26)."""
     tok = load_tokenizer(*(weights_dir / name for name in TOKENIZER_FILES))
+    prompts = [digit_prompt(d) for d in range(10)] if tier == 1 else [letter_prompt(i) for i in range(NUM_CLASSES)]
     enc = tok(
-        [digit_prompt(d) for d in range(10)] + [""],
+        prompts + [""],
         padding="max_length",
         max_length=MAX_LENGTH,
         truncation=True,
@@ -292,12 +298,14 @@ def train_diffusion(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Trains the `unet`, `dit` or `pixart` denoiser (epsilon loss, min-SNR weights, CFG dropout, EMA).
 
-    Tier 2 (`dit` only) trains `build_dit2` on the glyph train fonts in model space (`x * 2 - 1`, 32x32).
+    Tier 2 (`dit`, `unet` or `pixart`) trains `build_dit2` / `build_unet2` / `build_pixart2` on the glyph train
+    fonts in model space (`x * 2 - 1`, 32x32); the text-conditioned ones' prompts are `"the letter K"`
+    (`tokenizer.letter_prompt`).
     `init` (a `{name}.safetensors` written by this script) warm-starts the denoiser and text encoder from it.
     """
     if tier == 2:
-        if family != "dit":
-            raise ValueError(f"tier-2 diffusion family must be 'dit', got {family!r}")
+        if family not in ("dit", "unet", "pixart"):
+            raise ValueError(f"tier-2 diffusion family must be 'dit', 'unet' or 'pixart', got {family!r}")
         split = glyph_split(seed=0, per_font=GLYPH_TRAIN_COPIES)
         x_train, y_train = split.x_train * 2.0 - 1.0, split.y_train
     else:
@@ -307,7 +315,7 @@ def train_diffusion(
     diffusion = _Diffusion(cfg.min_snr_gamma)
     text_encoder = None
     if family == "unet":
-        model = models.build_unet()
+        model = models.build_unet2() if tier == 2 else models.build_unet()
         text_encoder = models.build_text_encoder()
     elif family == "dit":
         model = models.build_dit2() if tier == 2 else models.build_dit()
@@ -315,7 +323,7 @@ def train_diffusion(
             if hasattr(module, "dropout_prob"):
                 module.dropout_prob = 0.0
     elif family == "pixart":
-        model = models.build_pixart()
+        model = models.build_pixart2() if tier == 2 else models.build_pixart()
         text_encoder = models.build_text_encoder()
     else:
         raise ValueError(f"not a diffusion family: {family!r}")
@@ -327,7 +335,8 @@ def train_diffusion(
     trainable = nn.ModuleDict(
         {"model": model} if text_encoder is None else {"model": model, "te": text_encoder}
     )
-    ids, mask = _prompt_batch(weights_dir)
+    ids, mask = _prompt_batch(weights_dir, tier)
+    null_prompt = len(ids) - 1
     loop = _Loop(list(trainable.parameters()), cfg, family)
     ema = EMA(trainable, cfg.ema_decay)
     trainable.train()
@@ -341,7 +350,7 @@ def train_diffusion(
                 return model(xt, timestep=t, class_labels=labels).sample
 
         else:
-            labels = _drop(labels, 10, cfg.cond_drop, gen)
+            labels = _drop(labels, null_prompt, cfg.cond_drop, gen)
             if family == "unet":
                 emb = text_encoder(ids)[0][labels]
 
@@ -371,51 +380,9 @@ def train_diffusion(
     return tensors, {"configs": configs, "training": loop.info()}
 
 
-def train(
-    family: str,
-    minutes: float | None = None,
-    seed: int = 0,
-    out: Path | None = None,
-    steps: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    tier: int = 1,
-    init: Path | None = None,
-) -> Path:
-    """Trains one family and writes its files and the updated `checksums.json` to `out`.
-
-    Args:
-        family (`str`): one of `TRAIN_FAMILIES` (tier 1) or `TIER2_TRAIN_FAMILIES` (tier 2).
-        minutes (`float`, *optional*): wall-clock cap; defaults to the family's (45 for tier-2 `dit`, else 30).
-        seed (`int`, defaults to 0): seeds initialisation, batches, noise and label dropout.
-        out (`Path`, *optional*): output directory; defaults to the shipped weights directory.
-        steps, batch_size, lr: override the family's defaults in `DEFAULTS`.
-        tier (`int`, defaults to 1): 1 (digits) or 2 (glyphs; files `{family}2.*`).
-        init (`Path`, *optional*): diffusion families only: warm-start from this `{name}.safetensors` (its
-            sha256 is recorded as `training.init_sha256`).
-
-    Returns:
-        `Path`: the written `{family}.safetensors` (`{family}2.safetensors` for tier 2).
-    """
-    if tier not in (1, 2):
-        raise ValueError(f"tier must be 1 or 2, got {tier!r}")
-    allowed = TRAIN_FAMILIES if tier == 1 else TIER2_TRAIN_FAMILIES
-    if family not in allowed:
-        raise ValueError(f"unknown family {family!r} for tier {tier}; expected one of {', '.join(allowed)}")
-    name = family if tier == 1 else f"{family}2"
-    if init is not None and family in ("classifier", "vae"):
-        raise ValueError(f"init is for the diffusion families, not {family!r}")
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    out = Path(out) if out is not None else WEIGHTS_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    write_tokenizer_files(out / TOKENIZER_FILES[0], out / TOKENIZER_FILES[1])
-    overrides = {
-        k: v for k, v in {"steps": steps, "batch_size": batch_size, "lr": lr}.items() if v is not None
-    }
-    if minutes is not None:
-        overrides["minutes"] = minutes
-    cfg = TrainConfig(**{**DEFAULTS[name], **overrides, "seed": seed})
+def _train_family(
+    family: str, name: str, cfg: TrainConfig, out: Path, tier: int, init: Path | None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if name == "classifier":
         tensors, meta = train_classifier(cfg)
     elif name == "classifier2":
@@ -432,6 +399,64 @@ def train(
         tensors, meta = train_wan(cfg)
     else:
         tensors, meta = train_diffusion(family, cfg, out, tier, init)
+    return tensors, meta
+
+
+def train(
+    family: str,
+    minutes: float | None = None,
+    seed: int = 0,
+    out: Path | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    tier: int = 1,
+    init: Path | None = None,
+    threads: int | None = None,
+) -> Path:
+    """Trains one family and writes its files and the updated `checksums.json` to `out`.
+
+    Args:
+        family (`str`): one of `TRAIN_FAMILIES` (tier 1) or `TIER2_TRAIN_FAMILIES` (tier 2).
+        minutes (`float`, *optional*): wall-clock cap; defaults to the family's (45 for tier 2).
+        seed (`int`, defaults to 0): seeds initialisation, batches, noise and label dropout.
+        out (`Path`, *optional*): output directory; defaults to the shipped weights directory.
+        steps, batch_size, lr: override the family's defaults in `DEFAULTS`.
+        tier (`int`, defaults to 1): 1 (digits) or 2 (glyphs; files `{family}2.*`).
+        init (`Path`, *optional*): diffusion families only: warm-start from this `{name}.safetensors` (its
+            sha256 is recorded as `training.init_sha256`).
+        threads (`int`, *optional*): torch threads during training; defaults to the family's (`DEFAULTS`).
+            A run is reproducible bit for bit only at the same thread count.
+
+    Returns:
+        `Path`: the written `{family}.safetensors` (`{family}2.safetensors` for tier 2).
+    """
+    if tier not in (1, 2):
+        raise ValueError(f"tier must be 1 or 2, got {tier!r}")
+    allowed = TRAIN_FAMILIES if tier == 1 else TIER2_TRAIN_FAMILIES
+    if family not in allowed:
+        raise ValueError(f"unknown family {family!r} for tier {tier}; expected one of {', '.join(allowed)}")
+    name = family if tier == 1 else f"{family}2"
+    if init is not None and family in ("classifier", "vae"):
+        raise ValueError(f"init is for the diffusion families, not {family!r}")
+    torch.manual_seed(seed)
+    out = Path(out) if out is not None else WEIGHTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    write_tokenizer_files(out / TOKENIZER_FILES[0], out / TOKENIZER_FILES[1])
+    overrides = {
+        k: v
+        for k, v in {"steps": steps, "batch_size": batch_size, "lr": lr, "threads": threads}.items()
+        if v is not None
+    }
+    if minutes is not None:
+        overrides["minutes"] = minutes
+    cfg = TrainConfig(**{**DEFAULTS[name], **overrides, "seed": seed})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        tensors, meta = _train_family(family, name, cfg, out, tier, init)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting, e.g. a test process's
     if init is not None:
         meta["training"]["init_sha256"] = sha256_of(Path(init))
     meta["family"] = name
@@ -449,7 +474,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("family", choices=TRAIN_FAMILIES)
     parser.add_argument("--tier", type=int, choices=(1, 2), default=1, help="1: digits, 2: glyphs")
     parser.add_argument(
-        "--minutes", type=float, default=None, help="wall-clock cap (default 30; 45 for --tier 2 dit)"
+        "--minutes", type=float, default=None, help="wall-clock cap (default 30; 45 for --tier 2)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: shipped weights)")
@@ -457,10 +482,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--init", type=Path, default=None, help="warm-start from this .safetensors (diffusion)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: per family, 1 or 2)")
     args = parser.parse_args(argv)
     if args.tier == 2 and args.family not in TIER2_TRAIN_FAMILIES:
         parser.error(f"--tier 2 trains {' or '.join(TIER2_TRAIN_FAMILIES)}, not {args.family!r}")
-    train(args.family, args.minutes, args.seed, args.out, args.steps, args.batch_size, args.lr, args.tier, args.init)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    train(args.family, args.minutes, args.seed, args.out, args.steps, args.batch_size, args.lr, args.tier, args.init,
+          args.threads)
 
 
 if __name__ == "__main__":

@@ -81,12 +81,11 @@ def reference_workload(
 ) -> Workload:
     """A trained zoo pipeline (``zoo.load(family)``) sampling digits ``0, 1, ..., 9, 0, ...`` with ``seed``.
 
-    Tier-2 families (``"dit2"``) sample the letters ``A, B, ..., Z, A, ...`` (classes 0-25), scored by the
-    held-out glyph classifier.
+    Tier-2 families (``zoo.TIER2_FAMILIES``) sample the letters ``A, B, ..., Z, A, ...`` (classes 0-25), scored by
+    the held-out glyph classifier.
 
     Args:
-        family: one of ``zoo.ALL_FAMILIES`` (``"unet"``, ``"dit"``, ``"pixart"``, ``"flux"``, ``"wan"``,
-            ``"dit2"``).
+        family: one of ``zoo.ALL_FAMILIES``.
         steps: sampling steps.
         batch: images per generation.
         guidance: CFG scale (``zoo.sample``'s default 3.0).
