@@ -170,7 +170,7 @@ def unet_candidates(family: str, steps: int, quick: bool, grid: str = "full") ->
         ours += unet_scale_candidates()
         peers = [Candidate("DeepCache", f"N={k}", False, peer=f"peer:deepcache:interval={k}:branch=0")
                  for k in (2, 4)]
-        peers += [Candidate("tomesd", f"r={r}", False, peer=f"peer:tomesd:ratio={r}") for r in (0.3, 0.5)]
+        peers += [Candidate("tomesd", "r=0.5", False, peer="peer:tomesd:ratio=0.5")]
         if quick:
             ours, peers = ours[::3], peers[::2]
         return _interleave(ours, peers)

@@ -81,7 +81,9 @@ def sd3_pipe():
     )
 
 
-def wan_pipe(two_experts: bool = False):
+def wan_pipe(two_experts: bool = False, expand_timesteps: bool = False):
+    """Wan 2.1; ``two_experts``: Wan 2.2 A14B's expert switch; ``expand_timesteps``: Wan 2.2 TI2V-5B's per-token
+    timesteps (so per-token modulation inside each block)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
 
     torch.manual_seed(3)
@@ -95,7 +97,8 @@ def wan_pipe(two_experts: bool = False):
                 p.mul_(0.9)  # a different expert, same config
     return WanPipeline(tokenizer=tokenizer(), text_encoder=_t5(umt5=True), vae=vae,
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=tiny_wan(),
-                       transformer_2=second, boundary_ratio=0.875 if two_experts else None)
+                       transformer_2=second, boundary_ratio=0.875 if two_experts else None,
+                       expand_timesteps=expand_timesteps)
 
 
 def qwen_pipe():

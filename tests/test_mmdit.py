@@ -49,6 +49,10 @@ CASES = {
     "sd3": (sd3_pipe, dict(height=32, width=24, max_sequence_length=16), None),
     "wan": (wan_pipe, dict(height=64, width=48, num_frames=5, negative_prompt="a dog", max_sequence_length=16),
             ("cond", "uncond")),
+    # Wan 2.2 TI2V-5B: one timestep per token, so the blocks modulate every token with its own shift/scale/gate
+    "wan22-ti2v": (lambda: wan_pipe(expand_timesteps=True), dict(height=64, width=48, num_frames=5,
+                                                                  negative_prompt="a dog", max_sequence_length=16),
+                   ("cond", "uncond")),
     "qwen-image": (qwen_pipe, dict(height=32, width=48, negative_prompt="a dog", true_cfg_scale=4.0),
                    ("cond", "uncond")),
 }
