@@ -129,7 +129,7 @@ def transformer_candidates(family: str, steps: int, quick: bool, grid: str = "fu
         peers += [Candidate(f"cache-dit DBCache ({cal})", f"t={t}", False,
                             peer=f"peer:cache-dit:threshold={t}:calibrator={cal}:warmup=3")
                   for t in (0.2, 0.4)]
-    if family.startswith("dit"):
+    if family.startswith(("dit", "pixart")):  # the scale study's token-level curves
         ours += scale_candidates()
     if grid == "core":
         token_curves = {c.curve for c in scale_candidates()} | {"tokencache DuCa + Taylor 1"}

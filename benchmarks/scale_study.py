@@ -67,11 +67,11 @@ def model_shape(family: str) -> dict[str, int]:
     if "unet" in meta["configs"]:
         cfg = meta["configs"]["unet"]
         return {"tokens": cfg["sample_size"] ** 2, "blocks": len(cfg["block_out_channels"]),
-                "width": cfg["block_out_channels"][0]}
+                "width": cfg["block_out_channels"][0], "unit": "levels"}
     cfg = next(v for k, v in meta["configs"].items() if k not in ("scheduler", "text_encoder"))
     side = cfg["sample_size"] // cfg["patch_size"]
     return {"tokens": side * side, "blocks": cfg["num_layers"],
-            "width": cfg["num_attention_heads"] * cfg["attention_head_dim"]}
+            "width": cfg["num_attention_heads"] * cfg["attention_head_dim"], "unit": "blocks"}
 
 
 def group_points(
@@ -139,7 +139,8 @@ def report(res: dict[str, Any], out: Path, name: str) -> str:
              "(fair protocol, 50 DDIM steps, CFG 3; '-': the group never reaches that point)", ""]
     for axis, label, keys in (("speed", "measured e2e speedup", SPEEDS), ("macs", "MAC reduction", MAC_CUTS)):
         cols = [*groups, *(["best peer"] if axis == "speed" else []), "gap (reuse)", "gap (forecast)"]
-        lines += [f"| family (tokens x blocks) | {label} | " + " | ".join(cols) + " |",
+        unit = next(iter(fams.values())).get("unit", "blocks")
+        lines += [f"| family (tokens x {unit}) | {label} | " + " | ".join(cols) + " |",
                   "|---|---|" + "---|" * len(cols)]
         for fam, f in fams.items():
             for k in keys:
@@ -175,7 +176,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
                         label=f"{gap.split('(')[1][:-1]}, {k:g}x {label}")
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xscale("log", base=2)
-        ax.set_xticks(tokens, [f"{t}\n({f['blocks']} blocks)" for t, f in zip(tokens, fams.values())])
+        ax.set_xticks(tokens, [f"{t}\n({f['blocks']} {f.get('unit', 'blocks')})"
+                           for t, f in zip(tokens, fams.values())])
         ax.set_xlabel("tokens per self-attention")
         token, whole = (g.split(" (")[0] for g in res["groups"][1::-1])
         ax.set_title(f"{token} minus {whole}, at equal {'speed' if axis == 'speed' else 'MACs'}")

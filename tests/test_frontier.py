@@ -81,7 +81,8 @@ def test_core_grid_keeps_the_scale_study_curves_and_trims_the_rest():
         assert curve in curves
     assert "PAB" not in curves and "FasterCache" not in curves
     assert any(c.curve == "ToCa (reuse)" for c in fr.transformer_candidates("dit", 50, False))
-    assert not any(c.curve == "ToCa (reuse)" for c in fr.transformer_candidates("pixart", 50, False))
+    assert any(c.curve == "ToCa (reuse)" for c in fr.transformer_candidates("pixart2", 50, False, "core"))
+    assert not any(c.curve == "ToCa (reuse)" for c in fr.unet_candidates("unet", 50, False))
 
 
 def test_scale_study_gaps_are_token_level_minus_fora_like(tmp_path):

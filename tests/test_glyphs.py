@@ -102,12 +102,13 @@ def test_classifier_is_accurate_on_unseen_fonts():
 
 
 def test_tier2_families_and_files():
-    assert zoo.TIER2_FAMILIES == ("dit2", "unet2") and zoo.FAMILIES == ("unet", "dit", "pixart", "flux", "wan")
+    assert zoo.TIER2_FAMILIES == ("dit2", "unet2", "pixart2")
+    assert zoo.FAMILIES == ("unet", "dit", "pixart", "flux", "wan")
     assert zoo.ALL_FAMILIES == zoo.FAMILIES + zoo.TIER2_FAMILIES
     assert zoo.family_tier("dit2") == 2 and zoo.family_tier("dit") == 1
     sums = json.loads((zoo.WEIGHTS_DIR / CHECKSUMS_FILE).read_text())
-    for name in ("dit2.safetensors", "dit2.json", "unet2.safetensors", "unet2.json", "classifier2.safetensors",
-                 "classifier2.json"):
+    for name in ("dit2.safetensors", "dit2.json", "unet2.safetensors", "unet2.json", "pixart2.safetensors",
+                 "pixart2.json", "classifier2.safetensors", "classifier2.json"):
         assert sha256_of(zoo.WEIGHTS_DIR / name) == sums[name]
     total = sum(p.stat().st_size for p in zoo.WEIGHTS_DIR.iterdir() if p.is_file())
     assert total < 40 * 2**20

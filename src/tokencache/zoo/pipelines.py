@@ -22,7 +22,7 @@ FAMILIES = ("unet", "dit", "pixart", "flux", "wan")
 VIDEO_FAMILIES = ("wan",)
 """The tier-1 families that generate clips (`sample(..., output="clips" | "video")`)."""
 
-TIER2_FAMILIES = ("dit2", "unet2")
+TIER2_FAMILIES = ("dit2", "unet2", "pixart2")
 """The tier-2 (glyphs A-Z, 32x32) diffusion families `load` and `sample` accept: `dit2` (256 tokens, 8 blocks, class
 labels), `unet2` (SD-style, 1024-token top attention) and `pixart2` (256 tokens, 8 blocks), both prompted
 `"the letter K"`."""
