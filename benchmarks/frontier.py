@@ -115,6 +115,8 @@ def transformer_candidates(family: str, steps: int, quick: bool, grid: str = "fu
         if name.startswith(f"reference_{family}_fora"):
             ours.append(Candidate("tokencache FORA searched placement", name.rsplit("_", 1)[-1], True,
                                   tc.load_config(path)))
+        if name.startswith(f"reference_{family}_duca"):  # benchmarks/export_strategies.py
+            ours.append(Candidate("tokencache DuCa searched", name.rsplit("_", 1)[-1], True, tc.load_config(path)))
     peers = [Candidate("TaylorSeer", f"w={w},N={k}", False, peer=f"peer:taylorseer:interval={k}:warmup={w}")
              for w, k in ts]
     peers += [Candidate("TaylorSeer order 2", f"w={w},N={k}", False,

@@ -82,6 +82,9 @@ def test_core_grid_keeps_the_scale_study_curves_and_trims_the_rest():
     assert "PAB" not in curves and "FasterCache" not in curves
     assert any(c.curve == "ToCa (reuse)" for c in fr.transformer_candidates("dit", 50, False))
     assert any(c.curve == "ToCa (reuse)" for c in fr.transformer_candidates("pixart2", 50, False, "core"))
+    dit = {c.key for c in fr.transformer_candidates("dit", 50, False)}
+    assert {f"tokencache DuCa searched | {p}" for p in ("quality", "balanced", "fast")} <= dit
+    assert not any("searched" in c.curve for c in core)  # the tier-1 searches are not for tier 2
     assert not any(c.curve == "ToCa (reuse)" for c in fr.unet_candidates("unet", 50, False))
 
 

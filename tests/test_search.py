@@ -270,3 +270,25 @@ def test_fora_placement_space_has_a_gene_per_step_and_starts_from_uniform_plans(
     assert space.params_of(tc.FORAConfig(interval=3))["f003"] == "F"  # interval configs map onto the genes
     with pytest.raises(ValueError, match="placement is invalid for method 'toca'"):
         make_space("toca", 12, 0, placement=True)
+
+
+@pytest.mark.parametrize("family", ["dit", "pixart"])
+def test_shipped_token_cache_strategies_beat_their_presets(family):
+    # benchmarks/export_strategies.py shipped a searched DuCa strategy only where it beat the preset on the
+    # search's own 20 samples (50 DDIM steps, CFG 3, --seed 7, image space): re-check that, and its MACs
+    from tokencache import zoo
+    from tokencache.search import EvalSettings, Evaluator, shipped_strategies
+    from tokencache.search.study import default_prompts, pick_samples
+
+    found = {k: v for k, v in shipped_strategies().items() if k.startswith(f"reference_{family}_duca50_")}
+    assert found, f"no searched DuCa strategy shipped for {family}"
+    pipe = zoo.load(family)
+    prompts, seeds = pick_samples(default_prompts(pipe), 20, 7)
+    ev = Evaluator(pipe, EvalSettings(prompts, seeds, steps=50, guidance_scale=3.0, batch_size=20,
+                                      fidelity_on="image"))
+    for name, path in found.items():
+        cfg = tc.load_config(path)
+        assert isinstance(cfg, tc.DuCaConfig)
+        preset = name.rsplit("_", 1)[-1]
+        got, ref = ev.evaluate(cfg), ev.evaluate(tc.DuCaConfig.preset(preset))
+        assert got["macs"] <= ref["macs"] + 1e-9 and got["psnr"] > ref["psnr"] + 0.5, (name, got, ref)
