@@ -70,7 +70,7 @@ class Candidate:
 
 
 #: (warm-up, interval) of the TaylorSeer grid; our forecasting FORA-like runs at the same positions
-TS_GRID = ((1, 2), (1, 3), (3, 4), (3, 6), (3, 8))
+TS_GRID = ((1, 2), (1, 3), (3, 4), (3, 6), (3, 8), (3, 10))
 
 
 #: the trimmed grid of ``--grid core`` (the tier-2 DiT, whose samples cost 4x a tier-1 DiT's): each curve's
@@ -100,7 +100,7 @@ def scale_candidates() -> list[Candidate]:
 
 def transformer_candidates(family: str, steps: int, quick: bool, grid: str = "full") -> list[Candidate]:
     ts = TS_GRID[1::3] if quick else TS_GRID
-    ours = [Candidate("FORA-like (reuse)", f"N={k}", True, tc.FORAConfig(interval=k)) for k in (2, 3, 4, 6)]
+    ours = [Candidate("FORA-like (reuse)", f"N={k}", True, tc.FORAConfig(interval=k)) for k in (2, 3, 4, 6, 8)]
     ours += [Candidate("tokencache FORA + Taylor 1 (TaylorSeer positions)", f"w={w},N={k}", True,
                        tc.FORAConfig(step_plan=taylorseer_plan(w, k, steps), forecast="taylor")) for w, k in ts]
     ours += [Candidate("tokencache FORA + FoCa (TaylorSeer positions)", f"w={w},N={k}", True,
@@ -108,7 +108,7 @@ def transformer_candidates(family: str, steps: int, quick: bool, grid: str = "fu
              for w, k in ((1, 3), (3, 6))]
     ours += [Candidate("tokencache DuCa + Taylor 1", c, True,
                        tc.DuCaConfig(cycle=c, first_full_steps=3, fresh_ratio=0.1, forecast="taylor"))
-             for c in ("FAA", "FAAA")]
+             for c in ("FAA", "FAAA", "FAAAA")]
     ours += [Candidate("tokencache DuCa presets (Taylor 1)", p, True, tc.DuCaConfig.preset(p))
              for p in ("quality", "balanced", "fast")]
     for name, path in shipped_strategies().items():
@@ -122,15 +122,15 @@ def transformer_candidates(family: str, steps: int, quick: bool, grid: str = "fu
     peers += [Candidate("TaylorSeer order 2", f"w={w},N={k}", False,
                         peer=f"peer:taylorseer:interval={k}:warmup={w}:order=2") for w, k in ((1, 3), (3, 6))]
     peers += [Candidate("MagCache", f"t={t},K={k}", False, peer=f"peer:magcache:threshold={t}:max_skip={k}")
-              for t, k in ((0.06, 3), (0.12, 4), (0.24, 6), (0.5, 8))]
+              for t, k in ((0.06, 3), (0.12, 4), (0.24, 6), (0.5, 8), (1.0, 10))]
     peers += [Candidate("First Block Cache", f"t={t}", False, peer=f"peer:first-block-cache:threshold={t}")
-              for t in (0.05, 0.1, 0.2, 0.4)]
+              for t in (0.05, 0.1, 0.2, 0.4, 0.8)]
     peers += [Candidate("FasterCache", f"skip={k}", False, peer=f"peer:faster-cache:skip={k}") for k in (2, 4)]
     peers += [Candidate("PAB", f"skip={k}", False, peer=f"peer:pab:skip={k}:low=0:high=1000") for k in (2, 4)]
     for cal in ("none", "taylorseer"):
         peers += [Candidate(f"cache-dit DBCache ({cal})", f"t={t}", False,
                             peer=f"peer:cache-dit:threshold={t}:calibrator={cal}:warmup=3")
-                  for t in (0.2, 0.4)]
+                  for t in (0.2, 0.4, 0.8)]
     if family.startswith(("dit", "pixart")):  # the scale study's token-level curves
         ours += scale_candidates()
     if grid == "core":
@@ -269,7 +269,7 @@ def main() -> int:
                              "accuracy": float((clf(allb).argmax(-1) == digits).float().mean())}
         torch.save(base_out, out / f".frontier_{args.family}_baseline.pt")
         state["settings"] = {"steps": args.steps, "seeds": seeds, "per_seed": args.per_seed,
-                             "torch": torch.__version__, "threads": torch.get_num_threads()}
+                             "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name()}
         run, base_times = 0, state["baseline"]["e2e_s"]
     else:  # a resumed invocation times its own baselines: its rows' speedups are against those alone
         state["baseline"].setdefault("resumed", []).append([])
@@ -319,6 +319,19 @@ def main() -> int:
     path.write_text(json.dumps(state, indent=1))
     report(state, args.family, out, suffix="_quick" if args.quick else "")
     return 0
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or ``platform.processor()`` where there is none."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "CPU"
 
 
 def _sd(values: list[float]) -> float:
@@ -383,7 +396,8 @@ def report(state: dict, family: str, out: Path, suffix: str = "") -> dict:
     resumed = "".join(f"; resumed run {k}: {statistics.median(t):.2f} s, median of {len(t)}, its rows' speedups "
                       "are against it" for k, t in enumerate(base.get("resumed", []), 1) if t)
     lines = [f"**Fair protocol, reference {family}** ({st['steps']} DDIM steps, CFG 3, {len(st['seeds'])} seeds x "
-             f"{st['per_seed']} images = {len(st['seeds']) * st['per_seed']} per configuration, float32, CPU "
+             f"{st['per_seed']} images = {len(st['seeds']) * st['per_seed']} per configuration, float32, "
+             f"{st.get('cpu', 'CPU')} "
              f"{st['threads']} threads, torch {st['torch']}; baseline {statistics.median(b_t):.2f} s per batch "
              f"(median of {len(b_t)} alternating runs, {min(b_t):.2f}-{max(b_t):.2f}{resumed}); baseline FD "
              f"{base['fd']:.2f}, over {len(fd_sets)} independent seed sets {min(fd_sets):.2f}-{fd_hi:.2f}; "

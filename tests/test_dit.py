@@ -129,18 +129,17 @@ def tiny_pixart(layers: int = 2):
     ).eval()
 
 
-@pytest.fixture(scope="module")
-def dit_pipe():
+def make_dit_pipe():
+    """A `DiTPipeline` around `tiny_dit()` (DDIM, progress bar off)."""
     from diffusers import DDIMScheduler, DiTPipeline
 
     pipe = DiTPipeline(transformer=tiny_dit(), vae=tiny_vae(), scheduler=DDIMScheduler())
     pipe.set_progress_bar_config(disable=True)
-    yield pipe
-    tc.remove(pipe)
+    return pipe
 
 
-@pytest.fixture(scope="module")
-def pixart_pipe():
+def make_pixart_pipe():
+    """A `PixArtAlphaPipeline` around `tiny_pixart()` (prompt embeddings passed directly, DPM-Solver)."""
     from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline
 
     pipe = PixArtAlphaPipeline(
@@ -148,6 +147,19 @@ def pixart_pipe():
         scheduler=DPMSolverMultistepScheduler(),
     )
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def dit_pipe():
+    pipe = make_dit_pipe()
+    yield pipe
+    tc.remove(pipe)
+
+
+@pytest.fixture(scope="module")
+def pixart_pipe():
+    pipe = make_pixart_pipe()
     yield pipe
     tc.remove(pipe)
 

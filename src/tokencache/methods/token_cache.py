@@ -613,6 +613,31 @@ class TokenModuleHook(CallScopedHook):
         return out
 
 
+class SkippedInputHook(CallScopedHook):
+    """A norm whose output only one token-level module reads: one token instead of all on the module's skipped steps.
+
+    When the module's output comes whole from its approximator (mode ``"skip"``) it ignores its input, so
+    normalising every token (and the block's modulation of them) is wasted: the norm returns its input's
+    first token instead, a view, and the block modulates one token. Every output is unchanged.
+
+    Args:
+        contexts: the per-context states.
+        consumer: the hook of the module that reads the norm's output (prepared before this one).
+    """
+
+    def __init__(self, contexts: ContextStates, consumer: TokenModuleHook) -> None:
+        super().__init__(contexts)
+        self.consumer = consumer
+
+    def prepare(self, st: CallState, call: StepCall) -> None:
+        self.now = Now("stub") if self.consumer.now.mode == "skip" else OFF
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if self.now.mode == "stub" and len(args) == 1 and not kwargs and args[0].dim() == 3:
+            return args[0][:, :1]
+        return self.fn_ref.original_forward(*args, **kwargs)
+
+
 # ================================================================================================
 # Installation
 # ================================================================================================
@@ -711,6 +736,10 @@ def install_token_cache(handle: Handle, adapter: ModelAdapter, cfg: TransformerM
                 hook.block_hook = block_hook
                 if hook.leader is not None:
                     hook.leader_hook = hooks.get(hook.leader)
+            # after the module hooks, so each is prepared after the module it reads the mode of
+            for role, norms in adapter.norms_of(blk).items():
+                for norm in norms if role in hooks else ():
+                    handle.register(norm, SkippedInputHook(contexts, hooks[role]), "dit_norm")
             if not scoring:
                 continue
             # The projections are leaf layers that LoRA loaded after apply wraps: the hooks follow their paths.

@@ -99,6 +99,11 @@ class ModelAdapter:
             when blocks keep image and text tokens in separate streams (MMDiT), each module seeing one.
         uncached_call: ``denoiser kwargs -> bool``: calls that run without caching and are not counted as
             steps (SD3's skip-layer-guidance calls).
+        input_norms: ``block -> {role: path or paths}``: per role, the paths (inside the block) of the norms
+            whose output only that role's module reads. On a step the module is produced whole by its
+            approximator, those norms return one token of their input instead of normalising them all (the
+            module ignores its input then): outputs are unchanged and the skipped step costs less. Leave a
+            role out when anything else reads the norm's output.
         facts: family-specific facts (UNet units, levels, ...), functions of the model.
     """
 
@@ -117,6 +122,7 @@ class ModelAdapter:
     token_grid: Callable[[torch.nn.Module, torch.Tensor, dict], tuple[int, int]] | None = None
     image_tokens: str = "all"
     uncached_call: Callable[[dict], bool] | None = None
+    input_norms: Callable[[torch.nn.Module], dict[str, str | tuple[str, ...]]] | None = None
     facts: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
     def block_stacks(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]]:
@@ -147,6 +153,19 @@ class ModelAdapter:
             if mod is not None:
                 out.append((role, attr, mod))
         return out
+
+    def norms_of(self, block: torch.nn.Module) -> dict[str, list[torch.nn.Module]]:
+        """Role -> the norm modules only that role reads (see :attr:`input_norms`), those ``block`` has."""
+        if self.input_norms is None:
+            return {}
+        out: dict[str, list[torch.nn.Module]] = {}
+        for role, paths in self.input_norms(block).items():
+            for path in (paths,) if isinstance(paths, str) else paths:
+                try:
+                    out.setdefault(role, []).append(block.get_submodule(path))
+                except AttributeError:
+                    continue
+        return {role: mods for role, mods in out.items() if mods}
 
     def hidden_of(self, args: tuple, kwargs: dict) -> torch.Tensor:
         """The image-token input of a block or module call."""

@@ -34,6 +34,30 @@ def _grid(model: torch.nn.Module, x: torch.Tensor, kwargs: dict | None = None) -
     return x.shape[-2] // patch, x.shape[-1] // patch
 
 
+def _input_norms(block: torch.nn.Module) -> dict[str, str]:
+    """The norms whose output only one module reads, per ``norm_type`` (``BasicTransformerBlock.forward``).
+
+    Feed-forward chunking (``set_chunk_feed_forward``) splits ``ff``'s input by length, so ``ff``'s norm is
+    left out then.
+    """
+    kind = getattr(block, "norm_type", None)
+    if kind == "ada_norm_zero":  # AdaLayerNormZero: its inner LayerNorm; the gates come from its own Linear
+        norms = {"attn1": "norm1.norm", "attn2": "norm2", "ff": "norm3"}
+    elif kind == "ada_norm_single":  # PixArt: attn2 reads the hidden states themselves, norm2 feeds ff
+        norms = {"attn1": "norm1", "ff": "norm2"}
+    elif kind == "layer_norm":
+        norms = {"attn1": "norm1", "attn2": "norm2", "ff": "norm3"}
+    else:  # ada_norm / ada_norm_continuous take the timestep or pooled text: not declared
+        return {}
+    if getattr(block, "pos_embed", None) is not None:  # a positional embedding of the normed tokens
+        return {}
+    if getattr(block, "attn2", None) is None:
+        norms.pop("attn2", None)
+    if getattr(block, "_chunk_size", None) is not None:
+        norms.pop("ff", None)
+    return norms
+
+
 BASIC_TRANSFORMER = register_adapter(
     ModelAdapter(
         name="basic-transformer",
@@ -46,5 +70,6 @@ BASIC_TRANSFORMER = register_adapter(
         stacks=_stacks,
         active_stacks=_active,
         token_grid=_grid,
+        input_norms=_input_norms,
     )
 )

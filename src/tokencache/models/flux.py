@@ -46,6 +46,14 @@ def _grid(model: torch.nn.Module, x: torch.Tensor, kwargs: dict) -> tuple[int, i
     return packed_grid(x, kwargs.get("img_ids"))
 
 
+def _input_norms(block: torch.nn.Module) -> dict[str, str | tuple[str, ...]]:
+    """Double-stream blocks: both streams' first norms feed only the joint attention, the second ones only
+    their stream's feed-forward. Single-stream blocks share one norm between attention and ``proj_mlp``."""
+    if type(block).__name__ == "FluxSingleTransformerBlock":
+        return {}
+    return {"attn1": ("norm1.norm", "norm1_context.norm"), "ff": "norm2", "ff_context": "norm2_context"}
+
+
 FLUX = register_adapter(
     ModelAdapter(
         name="flux",
@@ -64,5 +72,6 @@ FLUX = register_adapter(
         stacks=_stacks,
         token_grid=_grid,
         image_tokens="streams",
+        input_norms=_input_norms,
     )
 )

@@ -27,6 +27,14 @@ def _grid(model: torch.nn.Module, x: torch.Tensor, kwargs: dict) -> tuple[int, i
     return packed_grid(x, None)
 
 
+def _input_norms(block: torch.nn.Module) -> dict[str, str | tuple[str, ...]]:
+    """Each stream's first norm feeds only the joint attention, its second only that stream's MLP; left out
+    with ``zero_cond_t`` (Qwen-Image-Edit-2511), whose per-token modulation index has the sequence's length."""
+    if getattr(block, "zero_cond_t", False):
+        return {}
+    return {"attn1": ("img_norm1", "txt_norm1"), "ff": "img_norm2", "ff_context": "txt_norm2"}
+
+
 QWEN_IMAGE = register_adapter(
     ModelAdapter(
         name="qwen-image",
@@ -40,5 +48,6 @@ QWEN_IMAGE = register_adapter(
         stacks=lambda model: [("transformer_blocks", model.transformer_blocks)],
         token_grid=_grid,
         image_tokens="streams",
+        input_norms=_input_norms,
     )
 )

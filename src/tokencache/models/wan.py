@@ -36,5 +36,7 @@ WAN = register_adapter(
         block_classes=("WanTransformerBlock",),
         stacks=lambda model: [("blocks", model.blocks)],
         token_grid=_grid,
+        # each norm feeds one module (norm2 may be an Identity: stubbing it is harmless)
+        input_norms=lambda block: {"attn1": "norm1", "attn2": "norm2", "ff": "norm3"},
     )
 )

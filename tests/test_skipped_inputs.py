@@ -1,0 +1,126 @@
+"""Norms read only by a skipped module return one token (``ModelAdapter.input_norms``): same outputs, less work."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tokencache as tc
+from test_dit import make_dit_pipe, make_pixart_pipe, run_dit, run_pixart, tiny_dit, tiny_pixart
+from tokencache.models import ModelAdapter, find_adapter
+
+
+@pytest.fixture(scope="module")
+def dit_pipe():
+    return make_dit_pipe()
+
+
+@pytest.fixture(scope="module")
+def pixart_pipe():
+    return make_pixart_pipe()
+
+
+def _widths(module: torch.nn.Module) -> list[int]:
+    """Token counts of ``module``'s outputs, one per call (a forward hook sees the hooked forward's output)."""
+    seen: list[int] = []
+    module.register_forward_hook(lambda m, a, out: seen.append(out.shape[1]))
+    return seen
+
+
+CONFIGS = [
+    tc.FORAConfig(interval=3),
+    tc.FORAConfig(interval=3, forecast="taylor"),
+    tc.ToCaConfig.preset("fast"),
+    tc.DuCaConfig.preset("balanced"),
+    tc.ToCaConfig(interval=3, partial_modules=["attn1", "ff"], score="attention"),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.method}-{c.forecast}")
+@pytest.mark.parametrize("family", ["dit", "pixart"])
+def test_outputs_are_bit_identical_with_and_without_the_stubs(family, cfg, dit_pipe, pixart_pipe, monkeypatch):
+    pipe, run = (dit_pipe, run_dit) if family == "dit" else (pixart_pipe, run_pixart)
+    tc.apply(pipe, cfg)
+    try:
+        stubbed = run(pipe, steps=8)
+    finally:
+        tc.remove(pipe)
+    monkeypatch.setattr(ModelAdapter, "norms_of", lambda self, block: {})
+    tc.apply(pipe, cfg)
+    try:
+        plain = run(pipe, steps=8)
+    finally:
+        tc.remove(pipe)
+    assert torch.equal(torch.as_tensor(stubbed), torch.as_tensor(plain))
+
+
+def test_dit_norms_return_one_token_exactly_on_skipped_steps(dit_pipe):
+    block = dit_pipe.transformer.transformer_blocks[1]
+    attn_norm, ff_norm = _widths(block.norm1.norm), _widths(block.norm3)
+    base = run_dit(dit_pipe, steps=6)
+    assert attn_norm == ff_norm == [16] * 6  # 4x4 tokens, every step
+    attn_norm.clear()
+    ff_norm.clear()
+    tc.apply(dit_pipe, tc.FORAConfig(interval=3))  # full at steps 0 and 3
+    out = run_dit(dit_pipe, steps=6)
+    assert attn_norm == ff_norm == [16, 1, 1, 16, 1, 1]
+    tc.remove(dit_pipe)
+    attn_norm.clear()
+    assert torch.equal(torch.as_tensor(run_dit(dit_pipe, steps=6)), torch.as_tensor(base))
+    assert attn_norm == [16] * 6  # removed with the other hooks
+    assert not torch.equal(torch.as_tensor(out), torch.as_tensor(base))
+
+
+def test_partial_steps_keep_the_norm_of_the_modules_they_compute(pixart_pipe):
+    block = pixart_pipe.transformer.transformer_blocks[0]
+    attn_norm, ff_norm = _widths(block.norm1), _widths(block.norm2)
+    # ToCa: attn1 comes from its cache on partial steps, ff recomputes a token subset of its full input
+    tc.apply(pixart_pipe, tc.ToCaConfig(interval=3, fresh_ratio=0.5, partial_modules=["ff"]))
+    try:
+        run_pixart(pixart_pipe, steps=6)
+    finally:
+        tc.remove(pixart_pipe)
+    n = 4 * 6  # a 16x24 image: an 8x12 latent, patch 2
+    assert attn_norm == [n, 1, 1, n, 1, 1]
+    assert ff_norm == [n] * 6
+
+
+def test_adapter_declares_the_norms_per_norm_type():
+    dit, pixart = tiny_dit(), tiny_pixart()
+    adapter = find_adapter(dit)
+    assert adapter.norms_of(dit.transformer_blocks[0]) == {
+        "attn1": [dit.transformer_blocks[0].norm1.norm], "ff": [dit.transformer_blocks[0].norm3],
+    }
+    assert adapter.norms_of(pixart.transformer_blocks[0]) == {
+        "attn1": [pixart.transformer_blocks[0].norm1], "ff": [pixart.transformer_blocks[0].norm2],
+    }
+    pixart.transformer_blocks[0].set_chunk_feed_forward(2, dim=1)  # ff runs per chunk of its input: its norm stays
+    assert set(adapter.norms_of(pixart.transformer_blocks[0])) == {"attn1"}
+
+
+@pytest.mark.parametrize("name", ["flux", "wan", "wan22-ti2v", "qwen-image"])
+@pytest.mark.parametrize("method", ["toca", "duca", "fora"])
+def test_mmdit_and_video_families_are_bit_identical_and_stub_their_norms(name, method, monkeypatch):
+    from test_mmdit import CASES, _call
+
+    make, kw, _ = CASES[name]
+    pipe = make()
+    net = pipe.transformer
+    block = net.blocks[0] if name.startswith("wan") else net.transformer_blocks[0]
+    norm = {"flux": lambda: block.norm1.norm, "qwen-image": lambda: block.img_norm1}.get(name, lambda: block.norm1)
+    seen = _widths(norm())
+    cfg = tc.config.CONFIG_CLASSES[method].preset("fast")
+    tc.apply(pipe, cfg)
+    try:
+        stubbed = _call(pipe, **kw)
+    finally:
+        tc.remove(pipe)
+    assert 1 in seen and max(seen) > 1  # one token on the steps attention came from its cache, all on others
+    with monkeypatch.context() as m:
+        m.setattr(ModelAdapter, "norms_of", lambda self, block: {})
+        tc.apply(pipe, cfg)
+        try:
+            plain = _call(pipe, **kw)
+        finally:
+            tc.remove(pipe)
+    assert torch.equal(stubbed, plain)
