@@ -108,7 +108,7 @@ def transformer_candidates(family: str, steps: int, quick: bool, grid: str = "fu
              for w, k in ((1, 3), (3, 6))]
     ours += [Candidate("tokencache DuCa + Taylor 1", c, True,
                        tc.DuCaConfig(cycle=c, first_full_steps=3, fresh_ratio=0.1, forecast="taylor"))
-             for c in ("FAA", "FAAA", "FAAAA")]
+             for c in ("FAA", "FAAA", "FAAAA", "FAAAAA")]
     ours += [Candidate("tokencache DuCa presets (Taylor 1)", p, True, tc.DuCaConfig.preset(p))
              for p in ("quality", "balanced", "fast")]
     for name, path in shipped_strategies().items():
