@@ -98,7 +98,45 @@ def test_adapter_declares_the_norms_per_norm_type():
     assert set(adapter.norms_of(pixart.transformer_blocks[0])) == {"attn1"}
 
 
-@pytest.mark.parametrize("name", ["flux", "wan", "wan22-ti2v", "qwen-image"])
+def test_sd3_norms_shared_by_both_attentions_are_declared_under_each():
+    from mmdit_tiny import tiny_sd3
+
+    net = tiny_sd3()  # block 0 has SD3.5's dual attention; the last block is context_pre_only
+    adapter = find_adapter(net)
+    dual, plain, last = net.transformer_blocks
+    assert adapter.norms_of(dual) == {
+        "attn1": [dual.norm1.norm, dual.norm1_context.norm], "attn_dual": [dual.norm1.norm],
+        "ff": [dual.norm2], "ff_context": [dual.norm2_context],
+    }
+    assert set(adapter.norms_of(plain)) == {"attn1", "ff", "ff_context"}
+    assert set(adapter.norms_of(last)) == {"attn1", "ff"}  # no text feed-forward in the last block
+    plain.set_chunk_feed_forward(2, dim=1)
+    assert set(adapter.norms_of(plain)) == {"attn1"}
+
+
+def test_a_norm_is_stubbed_only_when_every_reader_skips(dit_pipe, monkeypatch):
+    block = dit_pipe.transformer.transformer_blocks[1]
+    shared, lonely = _widths(block.norm1.norm), _widths(block.norm3)
+    # norm1.norm read by attn1 and ff (ff computes on ToCa's partial steps); norm3 by attn1 and a role never hooked
+    monkeypatch.setattr(ModelAdapter, "norms_of", lambda self, blk: {
+        "attn1": [blk.norm1.norm, blk.norm3], "ff": [blk.norm1.norm], "unhooked": [blk.norm3]})
+    tc.apply(dit_pipe, tc.ToCaConfig(interval=3, first_full_steps=1))  # full at 0 and 3: attn1 skips, ff partial
+    try:
+        run_dit(dit_pipe, steps=6)
+    finally:
+        tc.remove(dit_pipe)
+    assert shared == lonely == [16] * 6
+    shared.clear()
+    tc.apply(dit_pipe, tc.FORAConfig(interval=3))  # attn1 and ff both skip at steps 1, 2, 4, 5
+    try:
+        run_dit(dit_pipe, steps=6)
+    finally:
+        tc.remove(dit_pipe)
+    assert shared == [16, 1, 1, 16, 1, 1]
+    assert lonely == [16] * 12  # one reader is never hooked: always every token
+
+
+@pytest.mark.parametrize("name", ["flux", "sd3", "wan", "wan22-ti2v", "qwen-image"])
 @pytest.mark.parametrize("method", ["toca", "duca", "fora"])
 def test_mmdit_and_video_families_are_bit_identical_and_stub_their_norms(name, method, monkeypatch):
     from test_mmdit import CASES, _call
@@ -107,7 +145,8 @@ def test_mmdit_and_video_families_are_bit_identical_and_stub_their_norms(name, m
     pipe = make()
     net = pipe.transformer
     block = net.blocks[0] if name.startswith("wan") else net.transformer_blocks[0]
-    norm = {"flux": lambda: block.norm1.norm, "qwen-image": lambda: block.img_norm1}.get(name, lambda: block.norm1)
+    norm = {"flux": lambda: block.norm1.norm, "sd3": lambda: block.norm1.norm,  # sd3: a dual-attention block
+            "qwen-image": lambda: block.img_norm1}.get(name, lambda: block.norm1)
     seen = _widths(norm())
     cfg = tc.config.CONFIG_CLASSES[method].preset("fast")
     tc.apply(pipe, cfg)

@@ -614,23 +614,24 @@ class TokenModuleHook(CallScopedHook):
 
 
 class SkippedInputHook(CallScopedHook):
-    """A norm whose output only one token-level module reads: one token instead of all on the module's skipped steps.
+    """A norm whose output only token-level modules read: one token instead of all when they all skip.
 
-    When the module's output comes whole from its approximator (mode ``"skip"``) it ignores its input, so
-    normalising every token (and the block's modulation of them) is wasted: the norm returns its input's
-    first token instead, a view, and the block modulates one token. Every output is unchanged.
+    When every module reading the norm's output takes its output whole from its approximator (mode
+    ``"skip"``), none reads its input, so normalising every token (and the block's modulation of them) is
+    wasted: the norm returns its input's first token instead, a view, and the block modulates one token.
+    Every output is unchanged.
 
     Args:
         contexts: the per-context states.
-        consumer: the hook of the module that reads the norm's output (prepared before this one).
+        readers: the hooks of the modules that read the norm's output (each prepared before this one).
     """
 
-    def __init__(self, contexts: ContextStates, consumer: TokenModuleHook) -> None:
+    def __init__(self, contexts: ContextStates, readers: list[TokenModuleHook]) -> None:
         super().__init__(contexts)
-        self.consumer = consumer
+        self.readers = readers
 
     def prepare(self, st: CallState, call: StepCall) -> None:
-        self.now = Now("stub") if self.consumer.now.mode == "skip" else OFF
+        self.now = Now("stub") if all(r.now.mode == "skip" for r in self.readers) else OFF
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         if self.now.mode == "stub" and len(args) == 1 and not kwargs and args[0].dim() == 3:
@@ -649,6 +650,15 @@ _CAPTURES = {
     "attention": (("attn1", "to_q", "q", True), ("attn1", "to_k", "k", True)),
     "cross_entropy": (("attn2", "to_q", "q", False), ("attn2", "to_k", "k", False)),
 }
+
+
+def _norm_readers(norms: dict[str, list[torch.nn.Module]]) -> list[tuple[torch.nn.Module, list[str]]]:
+    """Invert :meth:`ModelAdapter.norms_of` (role -> its norms): each norm with every role that reads it, in order."""
+    readers: dict[int, tuple[torch.nn.Module, list[str]]] = {}
+    for role, mods in norms.items():
+        for norm in mods:
+            readers.setdefault(id(norm), (norm, []))[1].append(role)
+    return list(readers.values())
 
 
 def _scale(mod: torch.nn.Module, heads: int) -> float:
@@ -736,10 +746,10 @@ def install_token_cache(handle: Handle, adapter: ModelAdapter, cfg: TransformerM
                 hook.block_hook = block_hook
                 if hook.leader is not None:
                     hook.leader_hook = hooks.get(hook.leader)
-            # after the module hooks, so each is prepared after the module it reads the mode of
-            for role, norms in adapter.norms_of(blk).items():
-                for norm in norms if role in hooks else ():
-                    handle.register(norm, SkippedInputHook(contexts, hooks[role]), "dit_norm")
+            # after the module hooks, so each is prepared after the modules it reads the modes of
+            for norm, roles in _norm_readers(adapter.norms_of(blk)):
+                if all(role in hooks for role in roles):  # a reader left unhooked always needs every token
+                    handle.register(norm, SkippedInputHook(contexts, [hooks[r] for r in roles]), "dit_norm")
             if not scoring:
                 continue
             # The projections are leaf layers that LoRA loaded after apply wraps: the hooks follow their paths.

@@ -100,10 +100,11 @@ class ModelAdapter:
         uncached_call: ``denoiser kwargs -> bool``: calls that run without caching and are not counted as
             steps (SD3's skip-layer-guidance calls).
         input_norms: ``block -> {role: path or paths}``: per role, the paths (inside the block) of the norms
-            whose output only that role's module reads. On a step the module is produced whole by its
-            approximator, those norms return one token of their input instead of normalising them all (the
-            module ignores its input then): outputs are unchanged and the skipped step costs less. Leave a
-            role out when anything else reads the norm's output.
+            whose output that role's module reads. On a step every module reading a norm is produced whole by
+            its approximator, the norm returns one token of its input instead of normalising them all (the
+            modules ignore their inputs then): outputs are unchanged and the skipped step costs less. A norm
+            read by several roles is listed under each (SD3.5's ``norm1`` feeds ``attn1`` and ``attn_dual``);
+            leave it out when anything that is not a role's module reads its output.
         facts: family-specific facts (UNet units, levels, ...), functions of the model.
     """
 

@@ -19,6 +19,19 @@ import torch
 from . import JOINT_BLOCK_IO, ModelAdapter, register_adapter
 
 
+def _input_norms(block: torch.nn.Module) -> dict[str, str | tuple[str, ...]]:
+    """``JointTransformerBlock.forward``: ``norm1``'s inner norm feeds the joint attention and, in SD3.5's
+    dual-attention blocks, ``attn2`` too (through its own shift and scale); ``norm1_context``'s feeds the joint
+    attention's text input; ``norm2`` / ``norm2_context`` feed only their stream's feed-forward. Feed-forward
+    chunking splits the feed-forward's input by length, so those norms are left out then."""
+    norms: dict[str, str | tuple[str, ...]] = {"attn1": ("norm1.norm", "norm1_context.norm")}
+    if getattr(block, "use_dual_attention", False):
+        norms["attn_dual"] = "norm1.norm"
+    if getattr(block, "_chunk_size", None) is None:
+        norms.update(ff="norm2", ff_context="norm2_context")
+    return norms
+
+
 def _grid(model: torch.nn.Module, x: torch.Tensor, kwargs: dict) -> tuple[int, int]:
     patch = int(model.config.patch_size)
     return x.shape[-2] // patch, x.shape[-1] // patch
@@ -38,5 +51,6 @@ SD3 = register_adapter(
         token_grid=_grid,
         image_tokens="streams",
         uncached_call=lambda kwargs: kwargs.get("skip_layers") is not None,
+        input_norms=_input_norms,
     )
 )
