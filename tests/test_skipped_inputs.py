@@ -148,6 +148,7 @@ def test_mmdit_and_video_families_are_bit_identical_and_stub_their_norms(name, m
     norm = {"flux": lambda: block.norm1.norm, "sd3": lambda: block.norm1.norm,  # sd3: a dual-attention block
             "qwen-image": lambda: block.img_norm1}.get(name, lambda: block.norm1)
     seen = _widths(norm())
+    single = _widths(net.single_transformer_blocks[0].norm.norm) if name == "flux" else None
     cfg = tc.config.CONFIG_CLASSES[method].preset("fast")
     tc.apply(pipe, cfg)
     try:
@@ -155,6 +156,8 @@ def test_mmdit_and_video_families_are_bit_identical_and_stub_their_norms(name, m
     finally:
         tc.remove(pipe)
     assert 1 in seen and max(seen) > 1  # one token on the steps attention came from its cache, all on others
+    if single is not None:  # FLUX single blocks: attention and proj_mlp share the norm; ToCa computes proj_mlp
+        assert (1 in single) == (method == "fora") and max(single) > 1
     with monkeypatch.context() as m:
         m.setattr(ModelAdapter, "norms_of", lambda self, block: {})
         tc.apply(pipe, cfg)

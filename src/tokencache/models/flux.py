@@ -48,9 +48,11 @@ def _grid(model: torch.nn.Module, x: torch.Tensor, kwargs: dict) -> tuple[int, i
 
 def _input_norms(block: torch.nn.Module) -> dict[str, str | tuple[str, ...]]:
     """Double-stream blocks: both streams' first norms feed only the joint attention, the second ones only
-    their stream's feed-forward. Single-stream blocks share one norm between attention and ``proj_mlp``."""
+    their stream's feed-forward. Single-stream blocks share one norm between attention and ``proj_mlp``:
+    listed under both, it returns one token only when both skip (FORA-like; ToCa computes ``proj_mlp`` on
+    partial steps)."""
     if type(block).__name__ == "FluxSingleTransformerBlock":
-        return {}
+        return {"attn1": "norm.norm", "ff": "norm.norm"}
     return {"attn1": ("norm1.norm", "norm1_context.norm"), "ff": "norm2", "ff_context": "norm2_context"}
 
 
