@@ -179,17 +179,20 @@ def unet_candidates(family: str, steps: int, quick: bool, grid: str = "full") ->
     ours = [Candidate("DeepCache-like (reuse)", f"N={k}", True, tc.DeepCacheConfig(interval=k, branch=0))
             for k in (2, 4, 8)]
     ours += [Candidate("tokencache DeepCache-like + Taylor 1", f"N={k}", True,
-                       tc.DeepCacheConfig(interval=k, branch=0, forecast="taylor")) for k in (2, 3, 4, 6)]
+                       tc.DeepCacheConfig(interval=k, branch=0, forecast="taylor")) for k in (2, 3, 4, 6, 8)]
     ours += [Candidate("tokencache DeepCache-like + FoCa", "N=4", True,
                        tc.DeepCacheConfig(interval=4, branch=0, forecast="foca"))]
-    ours += [Candidate("DaTo searched (reuse)", name.rsplit("_", 1)[-1], True, tc.load_config(path))
-             for name, path in shipped_strategies().items()
-             if name.startswith("reference_unet_dato") and not name.endswith("quality")]
+    for name, path in shipped_strategies().items():
+        if name.startswith("reference_unet_dato") and not name.endswith("quality"):
+            cfg = tc.load_config(path)
+            curve = "DaTo searched (reuse)" if cfg.forecast == "none" else f"tokencache DaTo searched ({cfg.forecast})"
+            ours.append(Candidate(curve, name.rsplit("_", 1)[-1], True, cfg))
     ours += [Candidate("tokencache DaTo presets (Taylor 1)", p, True, tc.DaToConfig.preset(p))
              for p in ("balanced", "fast")]
     peers = [Candidate("DeepCache", f"N={k}", False, peer=f"peer:deepcache:interval={k}:branch=0")
-             for k in (2, 3, 4, 6)]
-    peers += [Candidate("tomesd", "r=0.5", False, peer="peer:tomesd:ratio=0.5")]
+             for k in (2, 3, 4, 6, 8)]
+    peers += [Candidate("tomesd", f"r={r}", False, peer=f"peer:tomesd:ratio={r}") for r in (0.3, 0.5, 0.7)]
+    peers += [Candidate("PAB", f"skip={k}", False, peer=f"peer:pab:skip={k}:low=0:high=1000") for k in (2, 4)]
     ours += unet_scale_candidates()
     if quick:
         ours = ours[::3]
