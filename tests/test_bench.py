@@ -339,3 +339,22 @@ def test_reference_tier2_dit_samples_letters_scored_by_the_glyph_classifier(tmp_
     assert bench.run(bench_args(["--reference", "dit2", "--steps", "2", "--batch", "2", "--repeats", "1",
                                  "--warmup", "0", "--methods", "fora:balanced", "--markdown", str(md)])) == 0
     assert "reference dit2 (trained zoo pipeline) 32x32" in md.read_text()
+
+
+def test_taylorseer_identifiers_hook_every_familys_attention_and_feed_forward():
+    import re
+
+    from mmdit_tiny import tiny_flux, tiny_sd3, tiny_wan
+    from test_dit import tiny_dit
+    from tokencache.harness.peers import TAYLORSEER_IDENTIFIERS
+
+    def hooked(model):  # (stack, module) of every hooked module, over all blocks
+        return {(n.split(".")[0], n.split(".")[-1])
+                for n, _ in model.named_modules() if any(re.fullmatch(p, n) for p in TAYLORSEER_IDENTIFIERS)}
+
+    t, s = "transformer_blocks", "single_transformer_blocks"
+    assert hooked(tiny_dit()) == {(t, "attn1"), (t, "ff")}
+    assert hooked(tiny_sd3()) == {(t, "attn"), (t, "attn2"), (t, "ff"), (t, "ff_context")}
+    assert hooked(tiny_wan()) == {("blocks", "attn1"), ("blocks", "attn2"), ("blocks", "ffn")}
+    assert hooked(tiny_flux()) == {(t, "attn"), (t, "ff"), (t, "ff_context"),
+                                   (s, "attn"), (s, "proj_mlp"), (s, "proj_out")}

@@ -23,10 +23,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported where a peer runs: `tokencache bench --help` stays light
     import torch
 
-#: the diffusers ``Attention`` / ``FeedForward`` submodules of DiT and PixArt blocks (``attn1``, ``attn2``,
-#: ``ff``). TaylorSeer's default patterns (``^transformer_blocks.*attn`` under ``re.fullmatch``) only match
-#: modules named ``attn`` (Flux style), which would hook nothing here.
-TAYLORSEER_IDENTIFIERS = [r"transformer_blocks\.\d+\.(attn\d|ff)"]
+#: diffusers TaylorSeer's ``cache_identifiers`` (``re.fullmatch`` on module names): each family's attention and
+#: feed-forward modules, as its users configure it. Its default patterns only match attention modules named
+#: ``attn`` (FLUX style): nothing on DiT, PixArt or Wan, and no feed-forward anywhere.
+TAYLORSEER_IDENTIFIERS = [
+    r"transformer_blocks\.\d+\.(attn\d?|ff|ff_context|img_mlp|txt_mlp)",  # DiT/PixArt, FLUX/SD3 joint, Qwen-Image
+    r"single_transformer_blocks\.\d+\.(attn|proj_mlp|proj_out)",  # FLUX single-stream blocks
+    r"blocks\.\d+\.(attn1|attn2|ffn)",  # Wan
+]
 
 
 @dataclass
