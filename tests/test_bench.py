@@ -104,24 +104,18 @@ def test_failing_or_unknown_peer_gives_an_error_row(monkeypatch):
     assert not by["baseline"].error and by["baseline"].loop_s > 0
 
 
-def test_shapes_end_to_end_adds_the_vae_decode_of_the_final_latents(monkeypatch):
-    vae = tiny_vae()
-    decoded = []
-    decode = vae.decode
-    monkeypatch.setattr(vae, "decode", lambda z, *a, **k: decoded.append(z.shape) or decode(z, *a, **k))
-    monkeypatch.setattr(shapes, "build_model", lambda name, dtype, device: (tiny_unet(), "unet"))
-    monkeypatch.setattr(shapes, "build_vae", lambda dtype, device: vae)
-    args = bench_args(["--model", "sd15", "--resolution", "64", "--steps", "3"])
-    work, mode, _ = bench._workload(args, torch.float32)
-    assert mode == "shapes"
-    rows = bench.run_workload(work, {"dato:fast": tc.DaToConfig.preset("fast")}, repeats=1, warmup=0,
-                              progress=False)
-    assert decoded == [(1, 4, 8, 8)] * 2  # once per timed run (baseline, dato:fast), in the same run
-    base, fast = rows
-    for r in rows:
-        assert not r.error and r.e2e_s > r.loop_s > 0
-    assert fast.e2e_speedup == pytest.approx(base.e2e_s / fast.e2e_s)
-    assert fast.speedup == pytest.approx(base.loop_s / fast.loop_s)
+def test_a_peer_that_changes_the_output_shape_gets_an_error_row():
+    from types import SimpleNamespace
+
+    from tokencache.harness.bench.runner import Row, _fill_rows
+
+    rows = {"baseline": Row(name="baseline"), "peer:x": Row(name="peer:x")}
+    times = {"baseline": [2.0], "peer:x": [1.0]}
+    outs = {"baseline": torch.zeros(1, 4, 8, 8), "peer:x": torch.zeros(2, 4, 8, 8)}  # e.g. CFG rows not recombined
+    _fill_rows(rows, times, times, outs, SimpleNamespace(data_range=None, images=1, score=None), 1.0,
+               torch.device("cpu"))
+    assert rows["peer:x"].error == "its output has shape (2, 4, 8, 8), the uncached one (1, 4, 8, 8): it broke the call"
+    assert not rows["baseline"].error and rows["baseline"].loop_s == 2.0
 
 
 def test_sd_vae_shape():

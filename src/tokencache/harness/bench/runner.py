@@ -311,6 +311,10 @@ def _fill_rows(
     for name, row in rows.items():
         if row.error or not loop_t[name]:
             continue
+        if name != "baseline" and "baseline" in outs and outs[name].shape != outs["baseline"].shape:
+            row.error = (f"its output has shape {tuple(outs[name].shape)}, the uncached one "
+                         f"{tuple(outs['baseline'].shape)}: it broke the call")
+            continue
         row.loop_s = statistics.median(loop_t[name])
         row.loop_s_min, row.loop_s_max = min(loop_t[name]), max(loop_t[name])
         row.e2e_s = statistics.median(e2e_t[name])
