@@ -451,10 +451,12 @@ def plot(rows: dict, pts: dict, cmp_rows: list, family: str, path: Path, fd_sets
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5))
     ours = {r["curve"] for r in rows.values() if r["ours"]}
-    for curve, p in sorted(pts.items()):
+    colours = plt.get_cmap("tab20")  # up to 20 curves, none sharing a colour
+    for i, (curve, p) in enumerate(sorted(pts.items())):
         front = pareto_front(p)
         style = "-" if curve in ours else "--"
-        line = a.plot([x for x, _ in front], [y for _, y in front], style, marker="o", ms=3, label=curve)[0]
+        line = a.plot([x for x, _ in front], [y for _, y in front], style, marker="o", ms=3, label=curve,
+                      color=colours(i % 20))[0]
         a.scatter([x for x, _ in p], [y for _, y in p], s=6, color=line.get_color(), alpha=0.4)
         rs = sorted((r for r in rows.values() if r["curve"] == curve), key=lambda r: r["_xy"][0])
         b.plot([r["_xy"][0] for r in rs], [r["fd"] for r in rs], style, marker="o", ms=3, color=line.get_color())
