@@ -118,6 +118,26 @@ def test_a_peer_that_changes_the_output_shape_gets_an_error_row():
     assert not rows["baseline"].error and rows["baseline"].loop_s == 2.0
 
 
+def test_shapes_end_to_end_adds_the_vae_decode_of_the_final_latents(monkeypatch):
+    vae = tiny_vae()
+    decoded = []
+    decode = vae.decode
+    monkeypatch.setattr(vae, "decode", lambda z, *a, **k: decoded.append(z.shape) or decode(z, *a, **k))
+    monkeypatch.setattr(shapes, "build_model", lambda name, dtype, device: (tiny_unet(), "unet"))
+    monkeypatch.setattr(shapes, "build_vae", lambda dtype, device: vae)
+    args = bench_args(["--model", "sd15", "--resolution", "64", "--steps", "3"])
+    work, mode, _ = bench._workload(args, torch.float32)
+    assert mode == "shapes"
+    rows = bench.run_workload(work, {"dato:fast": tc.DaToConfig.preset("fast")}, repeats=1, warmup=0,
+                              progress=False)
+    assert decoded == [(1, 4, 8, 8)] * 2  # once per timed run (baseline, dato:fast), in the same run
+    base, fast = rows
+    for r in rows:
+        assert not r.error and r.e2e_s > r.loop_s > 0
+    assert fast.e2e_speedup == pytest.approx(base.e2e_s / fast.e2e_s)
+    assert fast.speedup == pytest.approx(base.loop_s / fast.loop_s)
+
+
 def test_sd_vae_shape():
     from diffusers import AutoencoderKL
 
