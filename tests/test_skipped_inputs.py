@@ -1,4 +1,5 @@
-"""Norms read only by a skipped module return one token (``ModelAdapter.input_norms``): same outputs, less work."""
+"""Norms read only by token-level modules (``ModelAdapter.input_norms``) return one token when those all skip,
+and only the computed tokens when those compute a subset: same outputs, less work."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 
 import tokencache as tc
 from test_dit import make_dit_pipe, make_pixart_pipe, run_dit, run_pixart, tiny_dit, tiny_pixart
+from tokencache.core.tokens import fresh_count
 from tokencache.models import ModelAdapter, find_adapter
 
 
@@ -71,18 +73,28 @@ def test_dit_norms_return_one_token_exactly_on_skipped_steps(dit_pipe):
     assert not torch.equal(torch.as_tensor(out), torch.as_tensor(base))
 
 
-def test_partial_steps_keep_the_norm_of_the_modules_they_compute(pixart_pipe):
+def test_partial_steps_normalise_only_the_tokens_they_compute(pixart_pipe, monkeypatch):
     block = pixart_pipe.transformer.transformer_blocks[0]
     attn_norm, ff_norm = _widths(block.norm1), _widths(block.norm2)
-    # ToCa: attn1 comes from its cache on partial steps, ff recomputes a token subset of its full input
+    # ToCa: attn1 comes from its cache on partial steps, ff recomputes k tokens: its norm sees only those
     tc.apply(pixart_pipe, tc.ToCaConfig(interval=3, fresh_ratio=0.5, partial_modules=["ff"]))
     try:
-        run_pixart(pixart_pipe, steps=6)
+        out = run_pixart(pixart_pipe, steps=6)
     finally:
         tc.remove(pixart_pipe)
     n = 4 * 6  # a 16x24 image: an 8x12 latent, patch 2
+    k = fresh_count(0.5 * 1.6, n)  # ff's module weight in the default config
+    assert 1 < k < n
     assert attn_norm == [n, 1, 1, n, 1, 1]
-    assert ff_norm == [n] * 6
+    assert ff_norm == [n, k, k, n, k, k]
+    # the same rows as gathering after the norm: bit-identical to the hooks without the norm hook
+    monkeypatch.setattr(ModelAdapter, "norms_of", lambda self, block: {})
+    tc.apply(pixart_pipe, tc.ToCaConfig(interval=3, fresh_ratio=0.5, partial_modules=["ff"]))
+    try:
+        ref = run_pixart(pixart_pipe, steps=6)
+    finally:
+        tc.remove(pixart_pipe)
+    assert torch.equal(torch.as_tensor(out), torch.as_tensor(ref))
 
 
 def test_adapter_declares_the_norms_per_norm_type():
@@ -114,7 +126,7 @@ def test_sd3_norms_shared_by_both_attentions_are_declared_under_each():
     assert set(adapter.norms_of(plain)) == {"attn1"}
 
 
-def test_a_norm_is_stubbed_only_when_every_reader_skips(dit_pipe, monkeypatch):
+def test_a_norm_is_stubbed_only_when_every_reader_skips_and_gathered_only_when_the_rest_compute(dit_pipe, monkeypatch):
     block = dit_pipe.transformer.transformer_blocks[1]
     shared, lonely = _widths(block.norm1.norm), _widths(block.norm3)
     # norm1.norm read by attn1 and ff (ff computes on ToCa's partial steps); norm3 by attn1 and a role never hooked
@@ -125,7 +137,11 @@ def test_a_norm_is_stubbed_only_when_every_reader_skips(dit_pipe, monkeypatch):
         run_dit(dit_pipe, steps=6)
     finally:
         tc.remove(dit_pipe)
-    assert shared == lonely == [16] * 6
+    cfg = tc.ToCaConfig()
+    k = fresh_count(cfg.fresh_ratio * cfg.module_weights["ff"], 16)
+    assert 1 < k < 16
+    assert shared == [16, k, k, 16, k, k]  # not stubbed: ff computes k tokens, so the norm gives those
+    assert lonely == [16] * 6
     shared.clear()
     tc.apply(dit_pipe, tc.FORAConfig(interval=3))  # attn1 and ff both skip at steps 1, 2, 4, 5
     try:
@@ -148,6 +164,9 @@ def test_mmdit_and_video_families_are_bit_identical_and_stub_their_norms(name, m
     norm = {"flux": lambda: block.norm1.norm, "sd3": lambda: block.norm1.norm,  # sd3: a dual-attention block
             "qwen-image": lambda: block.img_norm1}.get(name, lambda: block.norm1)
     seen = _widths(norm())
+    ff_norm = {"flux": lambda: block.norm2, "sd3": lambda: block.norm2, "qwen-image": lambda: block.img_norm2}.get(
+        name, lambda: block.norm3)
+    ff_seen = _widths(ff_norm())
     single = _widths(net.single_transformer_blocks[0].norm.norm) if name == "flux" else None
     cfg = tc.config.CONFIG_CLASSES[method].preset("fast")
     tc.apply(pipe, cfg)
@@ -156,6 +175,10 @@ def test_mmdit_and_video_families_are_bit_identical_and_stub_their_norms(name, m
     finally:
         tc.remove(pipe)
     assert 1 in seen and max(seen) > 1  # one token on the steps attention came from its cache, all on others
+    # partial steps (ToCa, DuCa's conservative ones) normalise only the k tokens ff computes; Wan 2.2 TI2V
+    # modulates each token alone, so its norms always see every token there
+    narrowed = [w for w in ff_seen if 1 < w < max(ff_seen)]
+    assert bool(narrowed) == (method != "fora" and name != "wan22-ti2v")
     if single is not None:  # FLUX single blocks: attention and proj_mlp share the norm; ToCa computes proj_mlp
         assert (1 in single) == (method == "fora") and max(single) > 1
     with monkeypatch.context() as m:

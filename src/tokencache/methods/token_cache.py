@@ -289,6 +289,8 @@ class StepFacts:
         if self.adapter.active_stacks is not None:
             stacks = self.adapter.active_stacks(stacks, call.kwargs)
         facts["last_block"] = self.lasts[stacks[-1]] if stacks else None
+        per_token = self.adapter.per_token_modulation
+        facts["per_token_modulation"] = bool(per_token is not None and per_token(call.args, call.kwargs))
 
     def finish(self, st: CallState) -> None:
         pass
@@ -524,7 +526,7 @@ class TokenModuleHook(CallScopedHook):
             pred = pred.clone()
         self.now = Now(
             "partial", k=k, n=n, idx=idx, out=pred, rows=None, box=self.block_hook.box, qk=None, inplace=inplace,
-            entropy=data.get("entropy"),
+            entropy=data.get("entropy"), gathered=False,
         )
 
     def finish(self, st: CallState) -> None:
@@ -600,7 +602,10 @@ class TokenModuleHook(CallScopedHook):
             return out
         x = self.adapter.hidden_of(args, kwargs)
         idx = now.idx
-        args_k, kwargs_k = self.adapter.with_hidden(args, kwargs, T.gather_tokens(x, idx))
+        if now.gathered and x.shape[1] == now.k:  # its norm already returned just the fresh rows
+            args_k, kwargs_k = args, dict(kwargs)
+        else:
+            args_k, kwargs_k = self.adapter.with_hidden(args, kwargs, T.gather_tokens(x, idx))
         if self.kind == "attn1":  # partial-query self-attention: selected queries, every key and value
             kwargs_k["encoder_hidden_states"] = x
         rows = self.fn_ref.original_forward(*args_k, **kwargs_k)
@@ -614,12 +619,19 @@ class TokenModuleHook(CallScopedHook):
 
 
 class SkippedInputHook(CallScopedHook):
-    """A norm whose output only token-level modules read: one token instead of all when they all skip.
+    """A norm whose output only token-level modules read: one token when they all skip, ``k`` when they compute ``k``.
 
-    When every module reading the norm's output takes its output whole from its approximator (mode
-    ``"skip"``), none reads its input, so normalising every token (and the block's modulation of them) is
-    wasted: the norm returns its input's first token instead, a view, and the block modulates one token.
-    Every output is unchanged.
+    * **stub**: every module reading the norm's output takes its output whole from its approximator (mode
+      ``"skip"``), so none reads its input and normalising every token (and the block's modulation of them)
+      is wasted: the norm returns its input's first token instead, a view, and the block modulates one token.
+    * **gather**: the readers that compute (mode ``"partial"``) all compute the same ``k`` tokens, the others
+      skip, and none needs the other tokens as keys (partial-query ``attn1`` does): the norm normalises only
+      those ``k`` rows of its input and the block modulates ``k`` rows; each reader takes them as they come
+      instead of gathering them from all ``N``. A norm and a modulation act on each token alone, so the rows
+      are the same as gathering after them (not on calls whose blocks modulate each token with its own
+      scale, :attr:`ModelAdapter.per_token_modulation`).
+
+    Every output is unchanged in both modes.
 
     Args:
         contexts: the per-context states.
@@ -631,11 +643,29 @@ class SkippedInputHook(CallScopedHook):
         self.readers = readers
 
     def prepare(self, st: CallState, call: StepCall) -> None:
-        self.now = Now("stub") if all(r.now.mode == "skip" for r in self.readers) else OFF
+        modes = [r.now.mode for r in self.readers]
+        if all(m == "skip" for m in modes):
+            self.now = Now("stub")
+            return
+        computing = [r for r in self.readers if r.now.mode == "partial"]
+        if (
+            computing
+            and not st.facts.get("per_token_modulation", False)
+            and len(computing) + modes.count("skip") == len(modes)
+            and all(r.kind not in ("attn1", "attn_dual") and r.now.idx is computing[0].now.idx for r in computing)
+        ):
+            for r in computing:
+                r.now.gathered = True
+            self.now = Now("gather", idx=computing[0].now.idx)
+            return
+        self.now = OFF
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        if self.now.mode == "stub" and len(args) == 1 and not kwargs and args[0].dim() == 3:
-            return args[0][:, :1]
+        now = self.now
+        if now.mode != "off" and len(args) == 1 and not kwargs and args[0].dim() == 3:
+            if now.mode == "stub":
+                return args[0][:, :1]
+            return self.fn_ref.original_forward(T.gather_tokens(args[0], now.idx))
         return self.fn_ref.original_forward(*args, **kwargs)
 
 

@@ -104,7 +104,12 @@ class ModelAdapter:
             its approximator, the norm returns one token of its input instead of normalising them all (the
             modules ignore their inputs then): outputs are unchanged and the skipped step costs less. A norm
             read by several roles is listed under each (SD3.5's ``norm1`` feeds ``attn1`` and ``attn_dual``);
-            leave it out when anything that is not a role's module reads its output.
+            leave it out when anything that is not a role's module reads its output. On a step where the
+            modules reading a norm compute the same ``k`` tokens (the others skipping), the norm normalises
+            only those rows of its input: this needs the block's modulation to be the same for every token.
+        per_token_modulation: ``(denoiser args, kwargs) -> bool``: calls whose blocks modulate each token with
+            its own scale and shift (Wan 2.2 TI2V's per-token timesteps); norms are then never narrowed to
+            the computed tokens (the one-token stub of skipped steps still broadcasts).
         facts: family-specific facts (UNet units, levels, ...), functions of the model.
     """
 
@@ -124,6 +129,7 @@ class ModelAdapter:
     image_tokens: str = "all"
     uncached_call: Callable[[dict], bool] | None = None
     input_norms: Callable[[torch.nn.Module], dict[str, str | tuple[str, ...]]] | None = None
+    per_token_modulation: Callable[[tuple, dict], bool] | None = None
     facts: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
     def block_stacks(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]]:

@@ -24,6 +24,12 @@ def _grid(model: torch.nn.Module, x: torch.Tensor, kwargs: dict) -> tuple[int, i
     return (x.shape[2] // p_t) * (x.shape[3] // p_h), x.shape[4] // p_w
 
 
+def _per_token_timesteps(args: tuple, kwargs: dict) -> bool:
+    """Wan 2.2 TI2V passes one timestep per token (``(B, N)``): its blocks then modulate each token alone."""
+    t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+    return isinstance(t, torch.Tensor) and t.ndim >= 2
+
+
 WAN = register_adapter(
     ModelAdapter(
         name="wan",
@@ -38,5 +44,6 @@ WAN = register_adapter(
         token_grid=_grid,
         # each norm feeds one module (norm2 may be an Identity: stubbing it is harmless)
         input_norms=lambda block: {"attn1": "norm1", "attn2": "norm2", "ff": "norm3"},
+        per_token_modulation=_per_token_timesteps,
     )
 )
