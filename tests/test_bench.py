@@ -372,3 +372,20 @@ def test_taylorseer_identifiers_hook_every_familys_attention_and_feed_forward():
     assert hooked(tiny_wan()) == {("blocks", "attn1"), ("blocks", "attn2"), ("blocks", "ffn")}
     assert hooked(tiny_flux()) == {(t, "attn"), (t, "ff"), (t, "ff_context"),
                                    (s, "attn"), (s, "proj_mlp"), (s, "proj_out")}
+
+
+def test_cache_dit_and_faster_cache_run_on_sd3_in_the_bare_loop():
+    """cache-dit through the BlockAdapter of its own SD3 pipeline adapter (its transformer-only mode does not
+    match ``SD3Transformer2DModel``); FasterCache with ``pooled_projections`` split into its CFG halves."""
+    pytest.importorskip("cache_dit")
+    from mmdit_tiny import tiny_sd3
+
+    model = tiny_sd3()
+    peers = ["peer:cache-dit:threshold=0.5:warmup=1", "peer:faster-cache"]
+    rows = bench.run_bench(model, {}, peers=peers, resolution=64, steps=6, guidance=4.0, repeats=1, warmup=0,
+                           progress=False)
+    by = {r.name: r for r in rows}
+    for name in peers:
+        assert not by[name].error, by[name].error
+        assert 0 < by[name].psnr_vs_baseline < float("inf")  # it ran, and it skipped some work
+    assert not any(getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in model.modules())

@@ -112,7 +112,9 @@ def peer_cache_dit(
 
     On a pipeline it uses ``cache_dit.enable_cache(pipe)``, its documented entry point. In bare-loop mode
     it uses cache-dit's transformer-only mode (``enable_cache(transformer)`` with ``num_inference_steps``),
-    which cache-dit marks as meant for testing. UNets are not supported by cache-dit (it raises).
+    which cache-dit marks as meant for testing; where that mode misses a family cache-dit supports through
+    its pipeline (SD3), it gets the ``BlockAdapter`` of cache-dit's own pipeline adapter. UNets are not
+    supported by cache-dit (it raises).
     """
     os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")  # its loggers write to stdout at INFO
     import cache_dit
@@ -130,8 +132,30 @@ def peer_cache_dit(
         raise ValueError(f"peer:cache-dit calibrator={calibrator!r} is invalid; allowed: {list(calibrators)}")
     make = calibrators[calibrator]
     obj = target.denoiser if transformer_only else target.pipe
+    disable = obj
+    if transformer_only:
+        obj = _cache_dit_blocks(target.denoiser) or obj
     cache_dit.enable_cache(obj, cache_config=config, calibrator_config=make() if make else None)
-    return lambda: cache_dit.disable_cache(obj)
+    return lambda: cache_dit.disable_cache(disable)
+
+
+#: denoiser class -> (block stack, cache-dit forward pattern) of cache-dit's own pipeline adapter, for the
+#: transformer-only mode, where cache-dit matches the transformer's class name against its pipeline names
+#: and misses these (``StableDiffusion3`` vs ``SD3Transformer2DModel``).
+_CACHE_DIT_BLOCKS = {"SD3Transformer2DModel": ("transformer_blocks", "Pattern_1")}
+
+
+def _cache_dit_blocks(denoiser: torch.nn.Module) -> Any:
+    """The ``BlockAdapter`` cache-dit asks for ("please set BlockAdapter") where its registry has none."""
+    from cache_dit import BlockAdapter, ForwardPattern
+    from cache_dit.caching.block_adapters import BlockAdapterRegister
+
+    known = _CACHE_DIT_BLOCKS.get(type(denoiser).__name__)
+    if known is None or BlockAdapterRegister.is_supported(denoiser):
+        return None
+    stack, pattern = known
+    return BlockAdapter(transformer=denoiser, blocks=getattr(denoiser, stack),
+                        forward_pattern=getattr(ForwardPattern, pattern), check_forward_pattern=True)
 
 
 # ---- diffusers hooks --------------------------------------------------------------------------------
@@ -229,7 +253,8 @@ def peer_taylorseer(target: PeerTarget, interval: int = 5, warmup: int = 3, orde
 
 def peer_faster_cache(target: PeerTarget, skip: int = 2, uncond_skip: int = 5) -> Disable:
     """diffusers FasterCache for images (``BCHW``): attention every ``skip``-th call (2), the unconditional
-    branch every ``uncond_skip``-th (5), its defaults otherwise; the CFG split also covers ``class_labels``.
+    branch every ``uncond_skip``-th (5), its defaults otherwise; the CFG split also covers the other inputs
+    that carry both CFG halves (``class_labels`` of DiT, ``pooled_projections`` of SD3), as a user must add.
 
     FasterCache assumes the CFG batch is ``[uncond; cond]``; ``DiTPipeline`` orders it ``[cond; uncond]``,
     so there it approximates the conditional half (the PSNR shows it).
@@ -244,7 +269,8 @@ def peer_faster_cache(target: PeerTarget, skip: int = 2, uncond_skip: int = 5) -
     config = FasterCacheConfig(
         spatial_attention_block_skip_range=skip, unconditional_batch_skip_range=uncond_skip,
         current_timestep_callback=target.timestep, tensor_format="BCHW", is_guidance_distilled=not target.cfg,
-        _unconditional_conditional_input_kwargs_identifiers=[*_UNCOND_COND_INPUT_KWARGS_IDENTIFIERS, "class_labels"],
+        _unconditional_conditional_input_kwargs_identifiers=[*_UNCOND_COND_INPUT_KWARGS_IDENTIFIERS, "class_labels",
+                                                              "pooled_projections"],
     )
     return _with_diffusers_hooks(
         target, lambda m: apply_faster_cache(m, config), (_FASTER_CACHE_DENOISER_HOOK, _FASTER_CACHE_BLOCK_HOOK),
