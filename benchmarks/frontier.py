@@ -2,7 +2,7 @@
 
 On a trained reference model (``tokencache.zoo``), every candidate (our methods with reuse and with
 forecasts, and each peer over a grid of its main knobs) generates the same ``--seeds`` x ``--per-seed``
-images (``--per-seed / 10`` per digit, one noise seed per batch), 50 DDIM steps, CFG 3:
+images (``--per-seed / 10`` per digit, one noise seed per batch), 50 DDIM steps (FLUX: Euler), CFG 3:
 
 * **fidelity**: PSNR against the uncached images of the same seed, per seed (mean and spread shown);
 * **distribution**: FD in the digit classifier's features, all seeds' images against the real test
@@ -131,7 +131,7 @@ def transformer_candidates(family: str, steps: int, quick: bool, grid: str = "fu
         peers += [Candidate(f"cache-dit DBCache ({cal})", f"t={t}", False,
                             peer=f"peer:cache-dit:threshold={t}:calibrator={cal}:warmup=3")
                   for t in (0.2, 0.4, 0.8)]
-    if family.startswith(("dit", "pixart")):  # the scale study's token-level curves
+    if family.startswith(("dit", "pixart", "flux")):  # the scale study's token-level curves
         ours += scale_candidates()
     if grid == "core":
         token_curves = {c.curve for c in scale_candidates()} | {"tokencache DuCa + Taylor 1"}
@@ -214,7 +214,7 @@ def fd_of(images: torch.Tensor, clf: Any, real_feats: torch.Tensor) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", required=True, choices=("unet", "dit", "pixart", *zoo.TIER2_FAMILIES))
+    ap.add_argument("--family", required=True, choices=("unet", "dit", "pixart", "flux", *zoo.TIER2_FAMILIES))
     ap.add_argument("--grid", choices=("full", "core"), default="full",
                     help="core: a trimmed grid (CORE_LABELS plus the scale study's token-level curves)")
     ap.add_argument("--steps", type=int, default=50)
@@ -398,7 +398,8 @@ def report(state: dict, family: str, out: Path, suffix: str = "") -> dict:
     b_t = base["e2e_s"]
     resumed = "".join(f"; resumed run {k}: {statistics.median(t):.2f} s, median of {len(t)}, its rows' speedups "
                       "are against it" for k, t in enumerate(base.get("resumed", []), 1) if t)
-    lines = [f"**Fair protocol, reference {family}** ({st['steps']} DDIM steps, CFG 3, {len(st['seeds'])} seeds x "
+    solver = "Euler steps (flow matching), true CFG 3" if family.startswith("flux") else "DDIM steps, CFG 3"
+    lines = [f"**Fair protocol, reference {family}** ({st['steps']} {solver}, {len(st['seeds'])} seeds x "
              f"{st['per_seed']} images = {len(st['seeds']) * st['per_seed']} per configuration, float32, "
              f"{st.get('cpu', 'CPU')} "
              f"{st['threads']} threads, torch {st['torch']}; baseline {statistics.median(b_t):.2f} s per batch "

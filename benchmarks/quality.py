@@ -120,7 +120,7 @@ def main() -> None:
 CLAIMS = {"unet": [("DaTo", "DeepCache-like"), ("DaTo", "ToMe-like"), ("DaTo (searched)", "DaTo"),
                    ("DaTo (searched)", "DeepCache-like")],
           **{f: [("ToCa", "FORA-like"), ("DuCa", "FORA-like")]
-             for f in ("dit", "pixart", "flux", "wan", "dit2", "pixart2")}}
+             for f in ("dit", "pixart", "flux", "wan", "dit2", "pixart2", "flux2")}}
 CLAIMS["unet2"] = CLAIMS["unet"][:2]
 
 

@@ -21,6 +21,7 @@ forecasts. The token counts and depths come from the shipped model configs.
 
     python benchmarks/scale_study.py --pair dit dit2 --out benchmarks/results
     python benchmarks/scale_study.py --pair unet unet2 --name scale_study_unet
+    python benchmarks/scale_study.py --pair flux flux2 --name scale_study_flux
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def model_shape(family: str) -> dict[str, int]:
         cfg = meta["configs"]["unet"]
         return {"tokens": cfg["sample_size"] ** 2, "blocks": len(cfg["block_out_channels"]),
                 "width": cfg["block_out_channels"][0], "unit": "levels"}
+    if "flux" in meta["configs"]:  # FLUX: 2x2-packed latents (16x16 digits or 32x32 glyphs), double + single blocks
+        cfg = meta["configs"]["flux"]
+        side = (16 if meta.get("tier", 1) == 1 else 32) // 2
+        return {"tokens": side * side, "blocks": cfg["num_layers"] + cfg["num_single_layers"],
+                "width": cfg["num_attention_heads"] * cfg["attention_head_dim"], "unit": "blocks"}
     cfg = next(v for k, v in meta["configs"].items() if k not in ("scheduler", "text_encoder"))
     side = cfg["sample_size"] // cfg["patch_size"]
     return {"tokens": side * side, "blocks": cfg["num_layers"],
@@ -135,8 +141,10 @@ def _f(v: float | None, spec: str = ".1f") -> str:
 def report(res: dict[str, Any], out: Path, name: str) -> str:
     fams = res["families"]
     groups = res["groups"]
+    flow = all(f.startswith("flux") for f in fams)
+    solver = "Euler steps (flow matching), true CFG 3" if flow else "DDIM steps, CFG 3"
     lines = ["**Scale study: PSNR vs uncached (dB) of each method group's frontier, interpolated** "
-             "(fair protocol, 50 DDIM steps, CFG 3; '-': the group never reaches that point)", ""]
+             f"(fair protocol, 50 {solver}; '-': the group never reaches that point)", ""]
     for axis, label, keys in (("speed", "measured e2e speedup", SPEEDS), ("macs", "MAC reduction", MAC_CUTS)):
         cols = [*groups, *(["best peer"] if axis == "speed" else []), "gap (reuse)", "gap (forecast)"]
         unit = next(iter(fams.values())).get("unit", "blocks")

@@ -389,3 +389,11 @@ def test_cache_dit_and_faster_cache_run_on_sd3_in_the_bare_loop():
         assert not by[name].error, by[name].error
         assert 0 < by[name].psnr_vs_baseline < float("inf")  # it ran, and it skipped some work
     assert not any(getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in model.modules())
+
+
+def test_bench_headers_name_the_generated_size():
+    from tokencache.harness import shapes
+
+    assert shapes.size_label("sd3", 1024) == "1024x1024"
+    # Wan generates 832/480-aspect clips of WAN_FRAMES frames: the header says so, not "480x480"
+    assert shapes.size_label("wan", 480) == "480x832, 5 frames" and shapes.wan_width(240) == 416

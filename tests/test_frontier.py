@@ -88,6 +88,15 @@ def test_core_grid_keeps_the_scale_study_curves_and_trims_the_rest():
     assert not any(c.curve == "ToCa (reuse)" for c in fr.unet_candidates("unet", 50, False))
 
 
+def test_the_flux_pair_has_the_token_level_curves_and_its_packed_shapes():
+    fr, ss = _bench_module("frontier"), _bench_module("scale_study")
+    for family in ("flux", "flux2"):
+        assert any(c.curve == "ToCa (reuse)" for c in fr.transformer_candidates(family, 50, False, "core"))
+    # 16x16 digits / 32x32 glyphs packed 2x2; double + single blocks
+    assert ss.model_shape("flux") == {"tokens": 64, "blocks": 6, "width": 64, "unit": "blocks"}
+    assert ss.model_shape("flux2") == {"tokens": 256, "blocks": 8, "width": 64, "unit": "blocks"}
+
+
 def test_scale_study_gaps_are_token_level_minus_fora_like(tmp_path):
     ss = _bench_module("scale_study")
 

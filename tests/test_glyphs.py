@@ -102,7 +102,7 @@ def test_classifier_is_accurate_on_unseen_fonts():
 
 
 def test_tier2_families_and_files():
-    assert zoo.TIER2_FAMILIES == ("dit2", "unet2", "pixart2")
+    assert zoo.TIER2_FAMILIES == ("dit2", "unet2", "pixart2", "flux2")
     assert zoo.FAMILIES == ("unet", "dit", "pixart", "flux", "wan")
     assert zoo.ALL_FAMILIES == zoo.FAMILIES + zoo.TIER2_FAMILIES
     assert zoo.family_tier("dit2") == 2 and zoo.family_tier("dit") == 1
@@ -208,9 +208,9 @@ def test_tier2_warm_start_classifier_and_errors(tmp_path, monkeypatch):
     clf_path = train("classifier", seed=0, out=tmp_path / "a", steps=2, batch_size=4, tier=2)
     assert clf_path.name == "classifier2.safetensors"
     assert isinstance(zoo.load_classifier(weights_dir=tmp_path / "a", tier=2), zoo.GlyphClassifier)
-    expected = "unknown family 'flux' for tier 2; expected one of classifier, dit, unet, pixart"
+    expected = "unknown family 'wan' for tier 2; expected one of classifier, dit, unet, pixart, flux"
     with pytest.raises(ValueError, match=expected):
-        train("flux", out=tmp_path, tier=2)
+        train("wan", out=tmp_path, tier=2)
     with pytest.raises(ValueError, match="init is for the diffusion families, not 'classifier'"):
         train("classifier", out=tmp_path, tier=2, init=warm)
     with pytest.raises(ValueError, match="tier must be 1 or 2, got 0"):

@@ -12,7 +12,7 @@ import argparse
 
 #: the zoo's trained reference families (``tokencache.zoo.ALL_FAMILIES``: tier 1, then tier 2; a test keeps
 #: the two equal)
-REFERENCE_FAMILIES = ("unet", "dit", "pixart", "flux", "wan", "dit2", "unet2", "pixart2")
+REFERENCE_FAMILIES = ("unet", "dit", "pixart", "flux", "wan", "dit2", "unet2", "pixart2", "flux2")
 DTYPES = ("float32", "float16", "bfloat16")
 METHOD_SPEC_HELP = "METHOD[:PRESET] of a registered method (e.g. dato:fast) or a config file (.yaml/.yml/.json)"
 

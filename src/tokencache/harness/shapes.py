@@ -112,6 +112,18 @@ _MMDIT_CLASSES = {"FluxTransformer2DModel": "flux", "SD3Transformer2DModel": "sd
                   "QwenImageTransformer2DModel": "qwen"}
 
 
+def wan_width(resolution: int) -> int:
+    """The frame width the Wan loop uses at frame height ``resolution`` (Wan's 832 / 480 aspect, a multiple of 16)."""
+    return int(round(resolution * WAN_ASPECT / 16)) * 16
+
+
+def size_label(family: str, resolution: int) -> str:
+    """What a bench header calls the generated size: ``"512x512"``, or for Wan ``"480x832, 5 frames"``."""
+    if family == "wan":
+        return f"{resolution}x{wan_width(resolution)}, {WAN_FRAMES} frames"
+    return f"{resolution}x{resolution}"
+
+
 def build_model(name: str, dtype: torch.dtype | None = None, device: str = "cpu") -> tuple[torch.nn.Module, str]:
     """A random-weight denoiser of a published shape (float32 unless ``dtype``). Returns ``(model, family)``."""
     import torch
@@ -284,7 +296,7 @@ def _flow_loop(
         kw = dict(encoder_hidden_states=rand(rows, n_txt, cfgd.joint_attention_dim),
                   pooled_projections=rand(rows, cfgd.pooled_projection_dim))
     elif family == "wan":
-        width = int(round(resolution * WAN_ASPECT / 16)) * 16
+        width = wan_width(resolution)
         latents0 = rand(batch, cfgd.in_channels, 1 + (WAN_FRAMES - 1) // 4, lat, width // 8)
         kw = dict(encoder_hidden_states=rand(rows, n_txt, cfgd.text_dim))
     else:  # qwen

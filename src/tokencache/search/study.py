@@ -36,9 +36,13 @@ def constraint_values(metrics: dict[str, float], constraints: Sequence[tuple[str
 
 
 def default_prompts(pipe: Any) -> list[Any]:
-    """Class labels 0-9 for class-conditional pipelines, else the zoo's digit prompts ``"a handwritten k"``."""
+    """Class labels 0-9 for class-conditional pipelines, the letter prompts ``"the letter A"`` ... ``"J"`` for the
+    zoo's encoder-free tier-2 FLUX (``zoo.load("flux2")``, whose prompt table knows letters only), else the zoo's
+    digit prompts ``"a handwritten k"``."""
     if takes_class_labels(pipe):
         return list(range(10))
+    if hasattr(pipe, "prompt_table") and getattr(pipe, "image_size", 16) != 16:
+        return [f"the letter {chr(ord('A') + k)}" for k in range(10)]
     return [f"a handwritten {k}" for k in range(10)]
 
 

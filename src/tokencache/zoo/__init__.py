@@ -23,6 +23,7 @@ from .pipelines import (
     load,
     load_classifier,
     prompt_digit,
+    prompt_letter,
     sample,
 )
 from .tokenizer import digit_prompt
@@ -47,6 +48,7 @@ __all__ = [
     "load_classifier",
     "load_digits_split",
     "prompt_digit",
+    "prompt_letter",
     "render_glyph",
     "sample",
     "to_digit_space",

@@ -1,10 +1,12 @@
-"""The FLUX-family reference model: a tiny flow-matching ``FluxTransformer2DModel`` trained on the digits.
+"""The FLUX-family reference models: tiny flow-matching ``FluxTransformer2DModel``s trained on the digits (tier 1,
+``flux``) and on the rendered glyphs A-Z (tier 2, ``flux2``).
 
-It runs through the real ``FluxPipeline``: the digit (model space, 16x16, one channel) is the latent,
-packed 2x2 into 64 image tokens of 4 channels, decoded by the zoo's near-identity VAE. There is no
-text encoder: each class (digits 0-9, and the empty prompt 10) has a learned 4-token "prompt
-embedding" and a pooled embedding, trained with the model and shipped in its file, passed to the
-pipeline as ``prompt_embeds`` / ``pooled_prompt_embeds``. The model is not guidance-distilled
+They run through the real ``FluxPipeline``: the image (model space, one channel; 16x16 digits or 32x32 glyphs) is
+the latent, packed 2x2 into 64 (tier 1) or 256 (tier 2) image tokens of 4 channels, decoded by the zoo's
+near-identity VAE. Tier 1 has 2 double-stream and 4 single-stream blocks, tier 2 2 + 6 (8 blocks at 256 tokens,
+the issue's scale). There is no text encoder: each class (digits 0-9 or letters 0-25, then the empty prompt)
+has a learned 4-token "prompt embedding" and a pooled embedding, trained with the model and shipped in its file,
+passed to the pipeline as ``prompt_embeds`` / ``pooled_prompt_embeds``. The model is not guidance-distilled
 (``guidance_embeds=False``, like FLUX.1-schnell); guided sampling uses the pipeline's true CFG
 (``true_cfg_scale`` with the empty prompt as negative), so the pipeline calls the model once per branch
 inside ``cache_context("cond")`` / ``("uncond")``, the per-context path FLUX users take.
@@ -21,9 +23,10 @@ import torch
 from torch import nn
 
 from .data import load_digits_split, to_model_space
+from .glyphs import GLYPH_SIZE, NUM_CLASSES
 
 FAMILY = "flux"
-#: the empty prompt's class (classifier-free guidance's negative)
+#: the empty prompt's class (classifier-free guidance's negative) of tier 1; tier 2's is 26
 NULL_PROMPT = 10
 TEXT_TOKENS = 4
 FLUX_CONFIG: dict[str, Any] = {
@@ -39,6 +42,8 @@ FLUX_CONFIG: dict[str, Any] = {
     "guidance_embeds": False,
     "axes_dims_rope": [4, 6, 6],
 }
+#: tier 2 (``flux2``): 256 image tokens (32x32 glyphs packed 2x2), 2 double-stream + 6 single-stream blocks
+FLUX2_CONFIG: dict[str, Any] = {**FLUX_CONFIG, "num_single_layers": 6}
 SCHEDULER_CONFIG: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}
 DEFAULTS: dict[str, Any] = {"steps": 3000, "batch_size": 64, "lr": 5e-4}
 
@@ -62,7 +67,7 @@ def build_transformer(config: dict[str, Any] | None = None):
 
 
 def pack(x: torch.Tensor) -> torch.Tensor:
-    """``(N, 1, 16, 16)`` latents -> ``(N, 64, 4)`` tokens (FluxPipeline's 2x2 packing, row-major)."""
+    """``(N, 1, H, W)`` latents -> ``(N, H/2 * W/2, 4)`` tokens (FluxPipeline's 2x2 packing, row-major)."""
     n, c, h, w = x.shape
     x = x.view(n, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
     return x.reshape(n, (h // 2) * (w // 2), c * 4)
@@ -75,22 +80,39 @@ def image_ids(h: int = 8, w: int = 8) -> torch.Tensor:
     return ids.reshape(h * w, 3)
 
 
-def train_flux(cfg: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Trains the FLUX-family model and its prompt table (``cfg``: the zoo's ``TrainConfig``)."""
+def _training_set(tier: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed training latents and labels: the digits' train split (tier 1) or the glyph train fonts (tier 2)."""
+    if tier == 1:
+        x_train, y_train = load_digits_split()[:2]
+        return pack(to_model_space(x_train)), y_train
+    from .glyphs import glyph_split
+    from .train import GLYPH_TRAIN_COPIES
+
+    split = glyph_split(seed=0, per_font=GLYPH_TRAIN_COPIES)  # the same set as the other tier-2 models
+    return pack(split.x_train * 2.0 - 1.0), split.y_train
+
+
+def train_flux(cfg: Any, tier: int = 1) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Trains the FLUX-family model and its prompt table (``cfg``: the zoo's ``TrainConfig``).
+
+    Tier 1: digits, 64 tokens, :data:`FLUX_CONFIG`; tier 2: glyphs A-Z, 256 tokens, :data:`FLUX2_CONFIG`.
+    """
     from .train import EMA, _drop, _Loop
 
-    x_train, y_train = load_digits_split()[:2]
-    x_train = pack(to_model_space(x_train))
+    x_train, y_train = _training_set(tier)
+    classes = 10 if tier == 1 else NUM_CLASSES
+    side = 8 if tier == 1 else GLYPH_SIZE // 2
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    model, prompts = build_transformer(), PromptTable()
+    model = build_transformer(FLUX_CONFIG if tier == 1 else FLUX2_CONFIG)
+    prompts = PromptTable(classes + 1)
     trainable = nn.ModuleDict({"model": model, "prompts": prompts})
-    loop = _Loop(list(trainable.parameters()), cfg, FAMILY)
+    loop = _Loop(list(trainable.parameters()), cfg, FAMILY if tier == 1 else f"{FAMILY}2")
     ema = EMA(trainable, cfg.ema_decay)
-    ids, txt_ids = image_ids(), torch.zeros(TEXT_TOKENS, 3)
+    ids, txt_ids = image_ids(side, side), torch.zeros(TEXT_TOKENS, 3)
     trainable.train()
     for _ in loop:
         idx = torch.randint(0, len(x_train), (cfg.batch_size,), generator=gen)
-        x0, labels = x_train[idx], _drop(y_train[idx], NULL_PROMPT, cfg.cond_drop, gen)
+        x0, labels = x_train[idx], _drop(y_train[idx], classes, cfg.cond_drop, gen)
         s = torch.rand(cfg.batch_size, generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         xt = (1 - s.view(-1, 1, 1)) * x0 + s.view(-1, 1, 1) * noise
@@ -106,9 +128,10 @@ def train_flux(cfg: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def load_flux(tensors: dict[str, torch.Tensor], meta: dict[str, Any], vae: Any) -> Any:
-    """A ready ``FluxPipeline`` from the (checksum-verified) ``flux`` file's tensors and metadata.
+    """A ready ``FluxPipeline`` from the (checksum-verified) ``flux`` / ``flux2`` file's tensors and metadata.
 
-    No text encoders: prompts come from the shipped table, see :func:`sample_flux`.
+    No text encoders: prompts come from the shipped table, see :func:`sample_flux`. The pipeline carries
+    ``prompt_table`` (classes then the empty prompt) and ``image_size`` (16 for tier 1, 32 for tier 2).
     """
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
@@ -120,21 +143,26 @@ def load_flux(tensors: dict[str, torch.Tensor], meta: dict[str, Any], vae: Any) 
     pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**meta["configs"]["scheduler"]), vae=vae,
                         text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
                         transformer=transformer)
-    table = PromptTable()
-    table.load_state_dict(split_state(tensors, "prompts"))
+    prompts = split_state(tensors, "prompts")
+    table = PromptTable(prompts["embeds"].shape[0])
+    table.load_state_dict(prompts)
     pipe.prompt_table = table.eval().requires_grad_(False)  # read by sample_flux
+    pipe.image_size = 16 if meta.get("tier", 1) == 1 else GLYPH_SIZE
     return pipe
 
 
 def sample_flux(pipe: Any, digits: list[int], kwargs: dict[str, Any]) -> torch.Tensor:
-    """Images ``(N, 3, 16, 16)`` of ``digits`` from ``FluxPipeline`` with true CFG against the empty prompt."""
+    """Images ``(N, 3, S, S)`` of ``digits`` (or letters, tier 2) from ``FluxPipeline`` with true CFG against the
+    empty prompt (the table's last row); ``S`` is the pipeline's ``image_size`` (16 or 32)."""
     table = pipe.prompt_table
     device = pipe.transformer.device
     dtype = pipe.transformer.dtype
     labels = torch.tensor(digits)
+    null = table.embeds.shape[0] - 1
     emb, pooled = (t.to(device, dtype) for t in table(labels))
-    neg, neg_pooled = (t.to(device, dtype) for t in table(torch.full_like(labels, NULL_PROMPT)))
+    neg, neg_pooled = (t.to(device, dtype) for t in table(torch.full_like(labels, null)))
     guidance = kwargs.pop("guidance_scale")
+    size = getattr(pipe, "image_size", 16)
     return pipe(prompt_embeds=emb, pooled_prompt_embeds=pooled, negative_prompt_embeds=neg,
-                negative_pooled_prompt_embeds=neg_pooled, true_cfg_scale=guidance, height=16, width=16,
+                negative_pooled_prompt_embeds=neg_pooled, true_cfg_scale=guidance, height=size, width=size,
                 **kwargs).images

@@ -22,10 +22,11 @@ FAMILIES = ("unet", "dit", "pixart", "flux", "wan")
 VIDEO_FAMILIES = ("wan",)
 """The tier-1 families that generate clips (`sample(..., output="clips" | "video")`)."""
 
-TIER2_FAMILIES = ("dit2", "unet2", "pixart2")
+TIER2_FAMILIES = ("dit2", "unet2", "pixart2", "flux2")
 """The tier-2 (glyphs A-Z, 32x32) diffusion families `load` and `sample` accept: `dit2` (256 tokens, 8 blocks, class
 labels), `unet2` (SD-style, 1024-token top attention) and `pixart2` (256 tokens, 8 blocks), both prompted
-`"the letter K"`."""
+`"the letter K"`, and `flux2` (FLUX-style flow matching, 256 image tokens, 2 double + 6 single blocks, learned
+prompt embeddings per letter)."""
 
 ALL_FAMILIES = FAMILIES + TIER2_FAMILIES
 
@@ -71,7 +72,8 @@ def load(
             prompt embeddings, `zoo.wan.ClipVAE`); tier 2: `"dit2"` -> `DiTPipeline` at
             32x32 (class labels 0-25 for the letters A-Z, see `glyphs.CLASSES`), `"unet2"` ->
             `StableDiffusionPipeline` at 32x32 (prompts `"the letter K"`, 1024-token top attention), `"pixart2"`
-            -> `PixArtAlphaPipeline` at 32x32 (the same prompts, 256 tokens, 8 blocks).
+            -> `PixArtAlphaPipeline` at 32x32 (the same prompts, 256 tokens, 8 blocks), `"flux2"` -> `FluxPipeline`
+            at 32x32 (learned prompt embeddings per letter, true CFG, 256 image tokens, 8 blocks).
         device (`str` or `torch.device`, defaults to `"cpu"`): where to put the pipeline.
         dtype (`torch.dtype`, defaults to `torch.float32`): parameter dtype.
         weights_dir (`str` or `Path`, *optional*): directory with the files and `checksums.json`; defaults to
@@ -100,8 +102,8 @@ def load(
     configs = meta["configs"]
     vae = _load_vae(weights_dir)
     # flux and wan are flow matching: their files hold a FlowMatchEulerDiscreteScheduler config
-    scheduler = models.build_scheduler(configs["scheduler"]) if family not in ("flux", "wan") else None
-    if family == "flux":
+    scheduler = models.build_scheduler(configs["scheduler"]) if family not in ("flux", "flux2", "wan") else None
+    if family in ("flux", "flux2"):
         pipe = load_flux(tensors, meta, vae)
     elif family == "wan":
         pipe = load_wan(tensors, meta, vae)
@@ -237,7 +239,7 @@ def sample(
         if output == "clips":
             return to_digit_space(video.flatten(0, 1)).unflatten(0, video.shape[:2])
         images = video[:, MIDDLE_FRAME]
-    elif family == "flux":
+    elif family in ("flux", "flux2"):
         images = sample_flux(pipe, digits, kwargs)
     elif family in ("dit", "dit2"):
         images = pipe(class_labels=digits, **kwargs).images
@@ -272,17 +274,38 @@ def prompt_digit(prompt: str | int) -> int:
     return int(found[0])
 
 
+def prompt_letter(prompt: str | int) -> int:
+    """The letter class (0 = A) a prompt names, for the encoder-free tier-2 FLUX model (``"the letter K"``, ``"K"``,
+    or the class ``10``).
+
+    Raises:
+        ValueError: the prompt is not ``"the letter X"``, a single letter A-Z, or a class 0-25.
+    """
+    if isinstance(prompt, int) and not isinstance(prompt, bool):
+        if 0 <= prompt < NUM_CLASSES:
+            return int(prompt)
+    else:
+        text = str(prompt).strip()
+        m = re.fullmatch(r"(?:the letter\s+)?([A-Za-z])", text, flags=re.IGNORECASE)
+        if m:
+            return ord(m.group(1).upper()) - ord("A")
+        if text.isdigit() and 0 <= int(text) < NUM_CLASSES:
+            return int(text)
+    raise ValueError(f"prompt {prompt!r} is invalid for the reference FLUX tier-2 model (no text encoder); "
+                     f"allowed: 'the letter K', a letter A-Z, or a class 0-{NUM_CLASSES - 1}")
+
+
 def call_encoder_free(pipe: DiffusionPipeline, prompts: list[str | int], **kwargs: Any) -> Any:
-    """Run the zoo's ``FluxPipeline`` or ``WanPipeline`` (no text encoder) on digit prompts.
+    """Run the zoo's ``FluxPipeline`` or ``WanPipeline`` (no text encoder) on digit (or letter) prompts.
 
     Their prompts come from the shipped embedding table (the pipeline's ``prompt_table``), so each prompt
-    must name one digit (:func:`prompt_digit`); CFG is against the empty prompt (FLUX: ``true_cfg_scale``
-    from ``guidance_scale``, 1.0 when absent). Wan clips decoded to PIL come back as one image per clip,
-    its frames side by side.
+    must name one digit (:func:`prompt_digit`), or one letter for ``zoo.load("flux2")`` (:func:`prompt_letter`);
+    CFG is against the empty prompt (FLUX: ``true_cfg_scale`` from ``guidance_scale``, 1.0 when absent). Wan
+    clips decoded to PIL come back as one image per clip, its frames side by side.
 
     Args:
-        pipe: a pipeline from ``zoo.load("flux")`` or ``zoo.load("wan")``.
-        prompts: prompts naming digits, or the digits themselves.
+        pipe: a pipeline from ``zoo.load("flux")``, ``zoo.load("flux2")`` or ``zoo.load("wan")``.
+        prompts: prompts naming digits (letters), or the class labels themselves.
         **kwargs: further pipeline arguments (``num_inference_steps``, ``generator``, ``output_type``, ...).
 
     Returns:
@@ -290,14 +313,14 @@ def call_encoder_free(pipe: DiffusionPipeline, prompts: list[str | int], **kwarg
     """
     if not hasattr(pipe, "prompt_table"):
         raise ValueError(f"{type(pipe).__name__} is not an encoder-free zoo pipeline (it has no prompt_table)")
-    digits = [prompt_digit(p) for p in prompts]
     if isinstance(pipe, WanPipeline):
-        clips = sample_wan(pipe, digits, kwargs)
+        clips = sample_wan(pipe, [prompt_digit(p) for p in prompts], kwargs)
         if kwargs.get("output_type") == "pil":
             return [_strip(frames) for frames in clips]
         return clips
+    parse = prompt_letter if getattr(pipe, "image_size", 16) != 16 else prompt_digit
     kwargs.setdefault("guidance_scale", 1.0)
-    return sample_flux(pipe, digits, kwargs)
+    return sample_flux(pipe, [parse(p) for p in prompts], kwargs)
 
 
 def _strip(frames: list[Any]) -> Any:

@@ -6,11 +6,12 @@ Usage:
 
 FAMILY is one of `classifier`, `vae`, `unet`, `dit`, `pixart`, `flux`, `wan` (tier 1, digits; `wan`: 5-frame
 clips of a moving digit, see `wan.py`), or with `--tier 2` (glyphs, see `glyphs.py`) `classifier`, `dit`,
-`unet` or `pixart`, written as `classifier2.*` / `dit2.*` / `unet2.*` / `pixart2.*`. The diffusion families decode
+`unet`, `pixart` or `flux`, written as `classifier2.*` / `dit2.*` / `unet2.*` / `pixart2.*` / `flux2.*`. The diffusion
+families decode
 through the shared near-identity VAE (`vae`), which is trained once. Training runs for a fixed number of steps
 (the family's default or `--steps`), so a run is reproducible bit for bit on the same torch build and thread count
-(one thread, except the tier-2 `unet` and `pixart`, whose default is two, to fit the 45-minute budget at 1024 and
-256 tokens); `--minutes` is a wall-clock cap that stops early (recorded as `"stopped_early": true` in
+(one thread, except the tier-2 `unet`, `pixart` and `flux`, whose default is two, to fit the 45-minute budget at
+1024 and 256 tokens); `--minutes` is a wall-clock cap that stops early (recorded as `"stopped_early": true` in
 `{family}.json`) if the machine is slower. To train longer, raise both `--steps` and `--minutes`. Weights are
 written to `--out` (defaults to the shipped weights directory) and `checksums.json` there is rewritten.
 """
@@ -37,7 +38,7 @@ from .glyphs import NUM_CLASSES, TRAIN_FONTS, augment_glyphs, base_renders, glyp
 from .tokenizer import MAX_LENGTH, digit_prompt, letter_prompt, load_tokenizer, write_tokenizer_files
 
 TRAIN_FAMILIES = ("classifier", "vae", "unet", "dit", "pixart", "flux", "wan")
-TIER2_TRAIN_FAMILIES = ("classifier", "dit", "unet", "pixart")
+TIER2_TRAIN_FAMILIES = ("classifier", "dit", "unet", "pixart", "flux")
 """Families `--tier 2` trains; their files are named with a `2` suffix (`dit2.safetensors`)."""
 GLYPH_TRAIN_COPIES = 24
 """Augmented copies per (train font, letter) in the tier-2 diffusion training set (9984 images)."""
@@ -71,6 +72,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "unet2": {"steps": 3000, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
     "pixart2": {"steps": 5600, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
     "flux": {"steps": 3000, "batch_size": 64, "lr": 5e-4, "minutes": 60.0},
+    "flux2": {"steps": 5400, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
     "wan": {"steps": 6400, "batch_size": 32, "lr": 1e-3, "minutes": 45.0},
 }
 
@@ -392,7 +394,7 @@ def _train_family(
     elif family == "flux":  # flow matching through FluxPipeline: its own module
         from .flux import train_flux
 
-        tensors, meta = train_flux(cfg)
+        tensors, meta = train_flux(cfg, tier)
     elif family == "wan":  # flow matching on 5-frame clips through WanPipeline: its own module
         from .wan import train_wan
 

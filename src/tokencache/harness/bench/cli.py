@@ -77,7 +77,8 @@ def _workload(args: argparse.Namespace, dtype: Any) -> tuple[Any, str, str]:
         work = bare_workload(model, resolution=res, steps=args.steps, batch=batch, guidance=guidance,
                              vae=shapes.build_vae(dtype, args.device) if sd_latents else None)
         e2e = "loop + SD-VAE decode" if sd_latents else "loop only"
-        what = f"{args.model} {res}x{res} (random weights; e2e = {e2e}), batch {batch}, CFG {guidance}"
+        what = (f"{args.model} {shapes.size_label(family, res)} (random weights; e2e = {e2e}), batch {batch}, "
+                f"CFG {guidance}")
         return work, "shapes", what
     path = Path(args.model)
     if not path.exists():
