@@ -41,7 +41,9 @@ def default_prompts(pipe: Any) -> list[Any]:
     digit prompts ``"a handwritten k"``."""
     if takes_class_labels(pipe):
         return list(range(10))
-    if hasattr(pipe, "prompt_table") and getattr(pipe, "image_size", 16) != 16:
+    from ..zoo.pipelines import takes_letter_prompts  # the zoo imports diffusers: only when a study runs
+
+    if takes_letter_prompts(pipe):
         return [f"the letter {chr(ord('A') + k)}" for k in range(10)]
     return [f"a handwritten {k}" for k in range(10)]
 

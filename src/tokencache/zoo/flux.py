@@ -26,8 +26,6 @@ from .data import load_digits_split, to_model_space
 from .glyphs import GLYPH_SIZE, NUM_CLASSES
 
 FAMILY = "flux"
-#: the empty prompt's class (classifier-free guidance's negative) of tier 1; tier 2's is 26
-NULL_PROMPT = 10
 TEXT_TOKENS = 4
 FLUX_CONFIG: dict[str, Any] = {
     "patch_size": 1,

@@ -295,6 +295,12 @@ def prompt_letter(prompt: str | int) -> int:
                      f"allowed: 'the letter K', a letter A-Z, or a class 0-{NUM_CLASSES - 1}")
 
 
+def takes_letter_prompts(pipe: Any) -> bool:
+    """Whether ``pipe`` is the zoo's encoder-free tier-2 FLUX (``zoo.load("flux2")``), whose prompt table knows the
+    letters A-Z, not digits."""
+    return hasattr(pipe, "prompt_table") and getattr(pipe, "image_size", 16) != 16
+
+
 def call_encoder_free(pipe: DiffusionPipeline, prompts: list[str | int], **kwargs: Any) -> Any:
     """Run the zoo's ``FluxPipeline`` or ``WanPipeline`` (no text encoder) on digit (or letter) prompts.
 
@@ -318,7 +324,7 @@ def call_encoder_free(pipe: DiffusionPipeline, prompts: list[str | int], **kwarg
         if kwargs.get("output_type") == "pil":
             return [_strip(frames) for frames in clips]
         return clips
-    parse = prompt_letter if getattr(pipe, "image_size", 16) != 16 else prompt_digit
+    parse = prompt_letter if takes_letter_prompts(pipe) else prompt_digit
     kwargs.setdefault("guidance_scale", 1.0)
     return sample_flux(pipe, [parse(p) for p in prompts], kwargs)
 
