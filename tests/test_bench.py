@@ -315,6 +315,36 @@ def test_magcache_calibration_runs_without_autograd():
     assert not any(getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in dit.modules())
 
 
+def test_stateful_peers_keep_the_pipelines_per_branch_contexts():
+    """Wan calls each CFG branch in its own ``cache_context``: TaylorSeer's and MagCache's states stay per
+    branch (the harness's context hook used to rename every call ``"cond"``, so both branches shared one
+    Taylor history); a pipeline that sets no context (batched CFG) still gets one, ``"cond"``."""
+    from diffusers import DiTTransformer2DModel
+
+    from mmdit_tiny import tiny_wan
+    from tokencache.harness import peers
+
+    def contexts(model):
+        from diffusers.hooks.hooks import StateManager
+
+        names = set()
+        for m in model.modules():
+            for hook in peers._hooks_of(m).values():
+                names |= {k for a in vars(hook).values() if isinstance(a, StateManager) for k in a._state_cache}
+        return names
+
+    torch.manual_seed(0)
+    dit = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=1000).eval()
+    for model, expected in ((tiny_wan(), {"cond", "uncond"}), (dit, {"cond"})):
+        work = bench.bare_workload(model, resolution=64, steps=4, guidance=3.0)
+        disable = peers.peer_taylorseer(peers.PeerTarget(model, steps=4), interval=2, warmup=1)
+        with torch.no_grad():
+            work.generate()
+        assert contexts(model) == expected, type(model).__name__
+        disable()
+
+
 def test_peer_knobs_parse_validate_and_change_what_the_peer_does():
     from tokencache.harness.peers import parse_peer, peer_knobs
 
@@ -389,6 +419,29 @@ def test_cache_dit_and_faster_cache_run_on_sd3_in_the_bare_loop():
         assert not by[name].error, by[name].error
         assert 0 < by[name].psnr_vs_baseline < float("inf")  # it ran, and it skipped some work
     assert not any(getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in model.modules())
+
+
+def test_pab_and_faster_cache_see_scheduler_timesteps_and_per_context_calls():
+    """FLUX takes ``t / 1000``: PAB's and FasterCache's ranges are in scheduler units, so the peers read the
+    timestep scaled back (PAB skipped nothing on FLUX before; FasterCache failed on its first call). Wan calls
+    each CFG branch on its own: FasterCache runs without its batched-CFG approximation instead of failing."""
+    from mmdit_tiny import tiny_flux, tiny_wan
+    from tokencache.harness.bench.runner import _Watch
+
+    watch = _Watch(tiny_flux(), torch.device("cpu"))
+    assert watch.scale == 1000.0 and watch.batched_cfg is False
+    assert _Watch(tiny_wan(), torch.device("cpu")).scale == 1.0
+    for make, guidance in ((tiny_flux, 1.0), (tiny_wan, 4.0)):
+        model = make()
+        peers = ["peer:pab", "peer:faster-cache"]
+        rows = bench.run_bench(model, {}, peers=peers, resolution=64, steps=6, guidance=guidance, repeats=1,
+                               warmup=0, progress=False)
+        by = {r.name: r for r in rows}
+        for name in peers:
+            assert not by[name].error, (make.__name__, name, by[name].error)
+        if make is tiny_flux:  # Wan's self-attention is the same in both branches: PAB's reuse there is exact
+            assert 0 < by["peer:pab"].psnr_vs_baseline < float("inf")
+        assert 0 < by["peer:faster-cache"].psnr_vs_baseline < float("inf")
 
 
 def test_bench_headers_name_the_generated_size():

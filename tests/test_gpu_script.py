@@ -51,7 +51,7 @@ def test_expected_rows(tiny_run):
         "pixart-alpha-1024-tiny": (dit, ["peer:first-block-cache", "peer:pab", "peer:faster-cache"]),
         # guidance-distilled: one call per step, packed latents unpacked for the 16-channel-style VAE decode
         "flux-dev-tiny": (dit, ["peer:first-block-cache", "peer:pab", "peer:taylorseer", "peer:magcache",
-                                "peer:cache-dit"]),
+                                "peer:faster-cache", "peer:cache-dit"]),
     }
     for shape, (methods, peers) in expected.items():
         base = rows[(shape, "eager", "baseline")]
@@ -75,8 +75,6 @@ def test_expected_rows(tiny_run):
     for mode in ("whole", "regional"):
         r = rows[("dit-xl-2-tiny", mode, "baseline")]
         assert not r["error"] and r["loop_s"] > 0 and r["speedup_vs_eager_baseline"] > 0, r
-    # FasterCache needs a CFG batch, which FLUX.1-dev has not: it is not in FLUX's default peers
-    assert ("flux-dev-tiny", "eager", "peer:faster-cache") not in rows
     shapes = {s["name"]: s for s in data["env"]["shapes"]}
     assert shapes["flux-dev-tiny"]["sampler"].startswith("flow-matching Euler")
 
@@ -116,3 +114,9 @@ def test_flux_latents_reach_the_vae_as_the_pipeline_unpacks_them():
     torch.testing.assert_close(run.vae_input(packed, Vae()), theirs / 0.5 + 0.25)
     Vae.config.shift_factor = None  # SD's VAE: no shift, 4-D latents untouched but scaled
     torch.testing.assert_close(run.vae_input(theirs, Vae()), theirs / 0.5)
+    # PAB's and FasterCache's timestep ranges are in scheduler units; FLUX takes t / 1000
+    from mmdit_tiny import tiny_flux
+
+    current = {"t": 0.0}
+    run._timestep_reader(current, tiny_flux())(None, (), {"timestep": torch.tensor([0.75])})
+    assert current["t"] == pytest.approx(750.0)

@@ -260,8 +260,9 @@ DEFAULT_PEERS = {
     "unet": ["peer:deepcache", "peer:tomesd", "peer:pab"],
     "transformer": ["peer:first-block-cache", "peer:pab", "peer:taylorseer", "peer:magcache", "peer:faster-cache",
                     "peer:cache-dit"],
-    # FasterCache reuses the unconditional branch of a CFG batch, which guidance-distilled FLUX.1-dev has not
-    "flux": ["peer:first-block-cache", "peer:pab", "peer:taylorseer", "peer:magcache", "peer:cache-dit"],
+    # guidance-distilled FLUX.1-dev runs no CFG batch: FasterCache skips attention only there
+    "flux": ["peer:first-block-cache", "peer:pab", "peer:taylorseer", "peer:magcache", "peer:faster-cache",
+             "peer:cache-dit"],
 }
 #: peers that ask for the current timestep (read from the denoiser input by a pre-hook)
 TIMESTEP_PEERS = ("peer:pab", "peer:faster-cache")
@@ -487,7 +488,7 @@ class Runner:
                     raise ValueError(f"peer {name!r} is unknown; allowed: {sorted(PEERS)}")
                 current = {"t": 0.0}
                 if name in TIMESTEP_PEERS:  # reads the timestep input: one device->host copy per step
-                    handle = model.register_forward_pre_hook(_timestep_reader(current), with_kwargs=True)
+                    handle = model.register_forward_pre_hook(_timestep_reader(current, model), with_kwargs=True)
                 restore = snapshot(model)
                 target = PeerTarget(model, None, gen.scheduler, shape.steps, shape.cfg_batch,
                                     timestep=lambda: current["t"], generate=gen.loop, memo=self.memo)
@@ -570,11 +571,17 @@ class Runner:
                 r.macs_per_image = full * steps * r.macs_ratio
 
 
-def _timestep_reader(current: dict) -> Callable:
+def _timestep_reader(current: dict, model: torch.nn.Module) -> Callable:
+    """The timestep in the scheduler's units (FLUX and Qwen-Image take it divided by 1000), which PAB's and
+    FasterCache's ranges are in."""
+    from tokencache.models import find_adapter
+
+    scale = find_adapter(model).timestep_scale
+
     def pre(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
         if t is not None:
-            current["t"] = float(t.flatten()[0]) if isinstance(t, torch.Tensor) else float(t)
+            current["t"] = scale * (float(t.flatten()[0]) if isinstance(t, torch.Tensor) else float(t))
 
     return pre
 

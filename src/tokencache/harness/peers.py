@@ -42,8 +42,11 @@ class PeerTarget:
         pipe: the pipeline in pipeline / reference mode, ``None`` in bare-loop mode.
         scheduler: the scheduler stepping the loop (DeepCache reads its timesteps).
         steps: denoiser calls per generation (MagCache and cache-dit need it up front).
-        cfg: whether each call carries the ``[uncond; cond]`` classifier-free-guidance batch.
-        timestep: the timestep of the denoiser call in progress (PAB and FasterCache ask for it).
+        cfg: whether each call carries the ``[uncond; cond]`` classifier-free-guidance batch (not when a
+            pipeline calls each branch on its own, in ``cache_context``: FLUX true CFG, Wan, Qwen-Image).
+        timestep: the timestep of the denoiser call in progress, in the scheduler's units (what
+            ``pipe.current_timestep`` says; FLUX and Qwen-Image take it divided by 1000): PAB and FasterCache
+            compare it with their timestep ranges.
         generate: one untimed seeded generation (MagCache calibrates with it).
         memo: survives between the runs of one benchmark (calibrated MagCache ratios).
     """
@@ -161,17 +164,34 @@ def _cache_dit_blocks(denoiser: torch.nn.Module) -> Any:
 # ---- diffusers hooks --------------------------------------------------------------------------------
 
 
+def _pipeline_context(model: torch.nn.Module) -> Any:
+    """The cache context the caller set around this denoiser call (``model.cache_context(...)``), or None."""
+    from diffusers.hooks.hooks import HookRegistry, StateManager
+
+    registry = HookRegistry.check_if_exists_or_initialize(model)
+    for child in (registry, *registry._get_child_registries()):
+        for hook in child.hooks.values():
+            if hook._is_stateful:
+                for attr in vars(hook).values():
+                    if isinstance(attr, StateManager):
+                        return attr._context
+    return None
+
+
 def _context_hook(model: torch.nn.Module) -> torch.utils.hooks.RemovableHandle:
-    """Set a diffusers cache context before every denoiser call.
+    """Set a diffusers cache context before every denoiser call the caller set none for.
 
     The DiT, PixArt and SD pipelines never call ``cache_context`` (their models lack ``CacheMixin``), and
-    the stateful hooks (First Block Cache, TaylorSeer) refuse to run without one. CFG is batched in one call
-    there, so one context name serves every call.
+    the stateful hooks (First Block Cache, TaylorSeer, MagCache) refuse to run without one. CFG is batched
+    in one call there, so one context name serves every call. Pipelines that call each CFG branch on its
+    own (FLUX true CFG, Wan, Qwen-Image) set ``"cond"`` / ``"uncond"`` themselves: those are kept, so each
+    branch has its own hook state (overriding them made both branches share one history).
     """
     from diffusers.hooks.hooks import CacheContext, _set_cache_context
 
     def pre(module: torch.nn.Module, args: tuple) -> None:
-        _set_cache_context(module, CacheContext("cond"))
+        if _pipeline_context(module) is None:
+            _set_cache_context(module, CacheContext("cond"))
 
     return model.register_forward_pre_hook(pre)
 
@@ -257,7 +277,10 @@ def peer_faster_cache(target: PeerTarget, skip: int = 2, uncond_skip: int = 5) -
     that carry both CFG halves (``class_labels`` of DiT, ``pooled_projections`` of SD3), as a user must add.
 
     FasterCache assumes the CFG batch is ``[uncond; cond]``; ``DiTPipeline`` orders it ``[cond; uncond]``,
-    so there it approximates the conditional half (the PSNR shows it).
+    so there it approximates the conditional half (the PSNR shows it). Pipelines that call each CFG branch on
+    its own (FLUX true CFG, Wan, Qwen-Image) run it as for a guidance-distilled model: attention skipping
+    only, its unconditional-branch approximation needs the batched call; its state is not per cache
+    context, so both branches share one attention history (as they share PAB's).
     """
     from diffusers.hooks import FasterCacheConfig, apply_faster_cache
     from diffusers.hooks.faster_cache import (

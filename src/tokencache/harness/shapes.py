@@ -266,6 +266,8 @@ def _flow_loop(
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler
 
+    from ..models import find_adapter
+
     p = next(model.parameters())
     dev, dtype = p.device, p.dtype
     sched = scheduler or FlowMatchEulerDiscreteScheduler(shift=3.0)
@@ -305,7 +307,7 @@ def _flow_loop(
         kw = dict(encoder_hidden_states=rand(rows, n_txt, cfgd.joint_attention_dim),
                   encoder_hidden_states_mask=torch.ones(rows, n_txt, dtype=torch.long, device=dev),
                   img_shapes=[[(1, h, w)]] * rows)
-    scale = 1000.0 if family in ("flux", "qwen") else 1.0  # these models take t / 1000
+    scale = find_adapter(model).timestep_scale  # FLUX and Qwen-Image take t / 1000
 
     def call(x: torch.Tensor, t: torch.Tensor, name: str | None) -> torch.Tensor:
         ctx = model.cache_context(name) if name is not None and hasattr(model, "cache_context") else None

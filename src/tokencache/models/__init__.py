@@ -110,6 +110,9 @@ class ModelAdapter:
         per_token_modulation: ``(denoiser args, kwargs) -> bool``: calls whose blocks modulate each token with
             its own scale and shift (Wan 2.2 TI2V's per-token timesteps); norms are then never narrowed to
             the computed tokens (the one-token stub of skipped steps still broadcasts).
+        timestep_scale: the scheduler's timestep divided by the one the denoiser takes (FLUX and Qwen-Image
+            take ``t / 1000``): hooks that compare timesteps with ranges in scheduler units (PAB's and
+            FasterCache's ``(100, 800)``) multiply the model's input by it.
         facts: family-specific facts (UNet units, levels, ...), functions of the model.
     """
 
@@ -130,6 +133,7 @@ class ModelAdapter:
     uncached_call: Callable[[dict], bool] | None = None
     input_norms: Callable[[torch.nn.Module], dict[str, str | tuple[str, ...]]] | None = None
     per_token_modulation: Callable[[tuple, dict], bool] | None = None
+    timestep_scale: float = 1.0
     facts: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
     def block_stacks(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]]:

@@ -75,5 +75,6 @@ FLUX = register_adapter(
         token_grid=_grid,
         image_tokens="streams",
         input_norms=_input_norms,
+        timestep_scale=1000.0,
     )
 )

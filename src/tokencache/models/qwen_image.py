@@ -49,5 +49,6 @@ QWEN_IMAGE = register_adapter(
         token_grid=_grid,
         image_tokens="streams",
         input_norms=_input_norms,
+        timestep_scale=1000.0,
     )
 )

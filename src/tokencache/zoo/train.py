@@ -68,7 +68,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "dit": {"steps": 2000, "batch_size": 64, "lr": 3e-4},
     "pixart": {"steps": 6500, "batch_size": 64, "lr": 1e-3},
     "classifier2": {"steps": 3000, "batch_size": 64, "lr": 2e-3, "warmup": 100, "weight_decay": 1e-4},
-    "dit2": {"steps": 2700, "batch_size": 32, "lr": 5e-4, "minutes": 45.0},
+    "dit2": {"steps": 5400, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
     "unet2": {"steps": 3000, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
     "pixart2": {"steps": 5600, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
     "flux": {"steps": 3000, "batch_size": 64, "lr": 5e-4, "minutes": 60.0},

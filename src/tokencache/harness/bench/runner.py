@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ...models import find_adapter
 from .. import registry as api
 from ..peers import PeerTarget, make_peer, snapshot
 from ..progress import Progress
@@ -57,7 +58,12 @@ class _Watch:
 
     def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
-        self.timestep = 0.0
+        self.timestep = 0.0  # in the scheduler's units, what `pipe.current_timestep` would say
+        try:
+            adapter = find_adapter(model)
+            self.scale, self.batched_cfg = adapter.timestep_scale, adapter.cfg_layout == "batched"
+        except TypeError:  # a denoiser only peers run on
+            self.scale, self.batched_cfg = 1.0, True
         self.reset()
         # outermost: the pre-hook first, the post-hook last, around whatever peers install
         self._handles = [model.register_forward_pre_hook(self._pre, with_kwargs=True, prepend=True),
@@ -78,7 +84,7 @@ class _Watch:
     def _pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
         if t is not None:
-            self.timestep = float(t.flatten()[0]) if isinstance(t, torch.Tensor) else float(t)
+            self.timestep = self.scale * (float(t.flatten()[0]) if isinstance(t, torch.Tensor) else float(t))
         if self.calls == 0:
             self.start = self._now()
         self.calls += 1
@@ -140,8 +146,10 @@ class Runs:
         try:
             if name.startswith("peer:"):
                 restore = snapshot(model, work.pipe)
+                # per-context families (FLUX true CFG, Wan, Qwen-Image) call each branch on its own
+                batched = work.cfg and self.watch.batched_cfg
                 target = PeerTarget(model, work.pipe, work.scheduler, self.calls.get("baseline", work.steps),
-                                    work.cfg, timestep=lambda: self.watch.timestep, generate=work.generate,
+                                    batched, timestep=lambda: self.watch.timestep, generate=work.generate,
                                     memo=self.memo)
                 undo = make_peer(name)(target)  # raises naming a bad peer or knob
             elif name != "baseline" and cfg is None:
