@@ -345,6 +345,27 @@ def test_stateful_peers_keep_the_pipelines_per_branch_contexts():
         disable()
 
 
+def test_peers_on_per_branch_pipelines_get_steps_per_context(monkeypatch):
+    """Wan calls the model twice per step (cond, uncond): MagCache's and cache-dit's step counts are per cache
+    context (6, not the 12 calls), cache-dit is told the CFG is separate, and MagCache's calibration keeps one
+    ratio per step (the cond context's)."""
+    from mmdit_tiny import tiny_wan
+    from tokencache.harness import peers
+
+    seen = []
+
+    def probe(target):
+        seen.append((target.steps, target.separate_cfg, target.cfg))
+        return lambda: None
+
+    monkeypatch.setitem(peers.PEERS, "peer:pab", probe)
+    rows = bench.run_bench(tiny_wan(), {}, peers=["peer:pab", "peer:magcache"], resolution=64, steps=6,
+                           guidance=3.0, repeats=1, warmup=0, progress=False)
+    assert seen and set(seen) == {(6, True, False)}
+    by = {r.name: r for r in rows}
+    assert not by["peer:magcache"].error, by["peer:magcache"].error
+
+
 def test_peer_knobs_parse_validate_and_change_what_the_peer_does():
     from tokencache.harness.peers import parse_peer, peer_knobs
 

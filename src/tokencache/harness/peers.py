@@ -41,7 +41,8 @@ class PeerTarget:
         denoiser: the UNet or transformer.
         pipe: the pipeline in pipeline / reference mode, ``None`` in bare-loop mode.
         scheduler: the scheduler stepping the loop (DeepCache reads its timesteps).
-        steps: denoiser calls per generation (MagCache and cache-dit need it up front).
+        steps: denoising steps per generation, as each cache context counts them (MagCache and cache-dit
+            need it up front): the denoiser calls, halved where each CFG branch is its own call.
         cfg: whether each call carries the ``[uncond; cond]`` classifier-free-guidance batch (not when a
             pipeline calls each branch on its own, in ``cache_context``: FLUX true CFG, Wan, Qwen-Image).
         timestep: the timestep of the denoiser call in progress, in the scheduler's units (what
@@ -49,6 +50,8 @@ class PeerTarget:
             compare it with their timestep ranges.
         generate: one untimed seeded generation (MagCache calibrates with it).
         memo: survives between the runs of one benchmark (calibrated MagCache ratios).
+        separate_cfg: whether the pipeline calls the cond and uncond branches separately, cond first, each
+            step (cache-dit's ``enable_separate_cfg``).
     """
 
     denoiser: torch.nn.Module
@@ -59,6 +62,7 @@ class PeerTarget:
     timestep: Callable[[], float] = lambda: 0.0
     generate: Callable[[], Any] = lambda: None
     memo: dict = field(default_factory=dict)
+    separate_cfg: bool = False
 
 
 Disable = Callable[[], None]
@@ -113,6 +117,8 @@ def peer_cache_dit(
     ``calibrator``: ``"none"`` (plain reuse, cache-dit's default), ``"taylorseer"`` (order ``order``) or
     ``"foca"``, cache-dit's own calibrators. ``warmup``: full steps first (default 8 per 50 steps, scaled).
 
+    Where the pipeline calls each CFG branch on its own it sets ``enable_separate_cfg=True`` (cache-dit's
+    switch for true-CFG pipelines; its FLUX adapter defaults to False, for guidance-distilled FLUX.1-dev).
     On a pipeline it uses ``cache_dit.enable_cache(pipe)``, its documented entry point. In bare-loop mode
     it uses cache-dit's transformer-only mode (``enable_cache(transformer)`` with ``num_inference_steps``),
     which cache-dit marks as meant for testing; where that mode misses a family cache-dit supports through
@@ -128,6 +134,9 @@ def peer_cache_dit(
         Fn_compute_blocks=fn, Bn_compute_blocks=0, residual_diff_threshold=threshold,
         max_warmup_steps=cache_dit_warmup(target.steps) if warmup is None else warmup,
         num_inference_steps=target.steps if transformer_only else None,
+        # per-branch CFG calls (FLUX true CFG): cache-dit's FLUX adapter assumes none and would run the cond
+        # and uncond calls as consecutive steps of one cache; None keeps its per-pipeline default
+        enable_separate_cfg=True if target.separate_cfg else None,
     )
     calibrators = {"none": None, "taylorseer": lambda: cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=order),
                    "foca": lambda: cache_dit.FoCaCalibratorConfig()}
@@ -320,9 +329,13 @@ def calibrate_mag_ratios(target: PeerTarget) -> list[float]:
             return
         record = tail._perform_calibration_step
 
+        first: list[Any] = []
+
         def keep(state: Any, residual: torch.Tensor) -> None:  # the hook clears its list at the last step
             record(state, residual)
-            ratios.append(float(state.calibration_ratios[-1]))
+            first[:] = first or [state]
+            if state is first[0]:  # per-branch calls: the first (cond) context's ratios, one per step
+                ratios.append(float(state.calibration_ratios[-1]))
 
         tail._perform_calibration_step = keep
 

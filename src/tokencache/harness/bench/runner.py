@@ -146,11 +146,14 @@ class Runs:
         try:
             if name.startswith("peer:"):
                 restore = snapshot(model, work.pipe)
-                # per-context families (FLUX true CFG, Wan, Qwen-Image) call each branch on its own
+                # per-context families (FLUX true CFG, Wan, Qwen-Image) call each branch on its own: the
+                # peers' step counts are per cache context, half the calls
                 batched = work.cfg and self.watch.batched_cfg
-                target = PeerTarget(model, work.pipe, work.scheduler, self.calls.get("baseline", work.steps),
+                separate = work.cfg and not self.watch.batched_cfg
+                calls = self.calls.get("baseline", work.steps * (2 if separate else 1))
+                target = PeerTarget(model, work.pipe, work.scheduler, calls // 2 if separate else calls,
                                     batched, timestep=lambda: self.watch.timestep, generate=work.generate,
-                                    memo=self.memo)
+                                    memo=self.memo, separate_cfg=separate)
                 undo = make_peer(name)(target)  # raises naming a bad peer or knob
             elif name != "baseline" and cfg is None:
                 raise ValueError(f"{name!r} is neither a config nor a peer; peers are named 'peer:...'")
