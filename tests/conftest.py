@@ -20,6 +20,22 @@ def write_clip_tokenizer(path) -> None:
     (path / "merges.txt").write_text("#version: 0.2\n")
 
 
+def corrupt_zoo_copy(tmp_path, name: str):
+    """A copy of the shipped zoo weights in ``tmp_path / "weights"`` with the last byte of ``name`` flipped."""
+    import shutil
+
+    from tokencache import zoo
+
+    dst = tmp_path / "weights"
+    if not dst.exists():
+        shutil.copytree(zoo.WEIGHTS_DIR, dst)
+    path = dst / name
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return dst
+
+
 def tiny_text_encoder(dim: int = 32):
     from transformers import CLIPTextConfig, CLIPTextModel
 

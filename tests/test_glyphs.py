@@ -12,6 +12,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DiTPipeline
 
+from conftest import corrupt_zoo_copy
 from tokencache import zoo
 from tokencache.zoo import glyphs
 from tokencache.zoo.evaluate import GLYPH_REFERENCE, evaluate
@@ -154,12 +155,7 @@ def test_token_caching_applies_to_dit2(pipe):
 
 
 def test_corrupted_dit2_raises(tmp_path):
-    dst = tmp_path / "weights"
-    shutil.copytree(zoo.WEIGHTS_DIR, dst)
-    path = dst / "dit2.safetensors"
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
+    dst = corrupt_zoo_copy(tmp_path, "dit2.safetensors")
     with pytest.raises(ChecksumError, match="dit2.safetensors"):
         zoo.load("dit2", weights_dir=dst)
     zoo.load("dit", weights_dir=dst)  # the tier-1 DiT is unaffected

@@ -13,6 +13,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
 import tokencache as tc
+from conftest import corrupt_zoo_copy
 from tokencache import zoo
 from tokencache.zoo.evaluate import evaluate
 from tokencache.zoo.files import CHECKSUMS_FILE, ChecksumError, sha256_of
@@ -96,12 +97,7 @@ def test_caching_applies_per_context_and_removes_bit_identically(pipe, config):
 
 
 def test_corrupted_weights_raise(tmp_path):
-    dst = tmp_path / "weights"
-    shutil.copytree(zoo.WEIGHTS_DIR, dst)
-    path = dst / "flux2.safetensors"
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
+    dst = corrupt_zoo_copy(tmp_path, "flux2.safetensors")
     with pytest.raises(ChecksumError, match="flux2.safetensors"):
         zoo.load("flux2", weights_dir=dst)
 

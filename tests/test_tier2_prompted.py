@@ -6,13 +6,13 @@ The quality-bar tests are marked slow (about 4 and 2 minutes on one thread) and 
 """
 
 import json
-import shutil
 
 import pytest
 import torch
 from diffusers import DDIMScheduler, PixArtAlphaPipeline, StableDiffusionPipeline
 
 import tokencache as tc
+from conftest import corrupt_zoo_copy
 from tokencache import zoo
 from tokencache.zoo.evaluate import evaluate
 from tokencache.zoo.files import ChecksumError
@@ -113,12 +113,7 @@ def test_caching_applies_and_removes_bit_identically(pipes, family, config):
 
 @pytest.mark.parametrize("family", PROMPTED)
 def test_corrupted_weights_raise(tmp_path, family):
-    dst = tmp_path / "weights"
-    shutil.copytree(zoo.WEIGHTS_DIR, dst)
-    path = dst / f"{family}.safetensors"
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
+    dst = corrupt_zoo_copy(tmp_path, f"{family}.safetensors")
     with pytest.raises(ChecksumError, match=f"{family}.safetensors"):
         zoo.load(family, weights_dir=dst)
 

@@ -13,6 +13,7 @@ from diffusers import (
     WanPipeline,
 )
 
+from conftest import corrupt_zoo_copy
 from tokencache import zoo
 from tokencache.zoo.files import CHECKSUMS_FILE, ChecksumError, sha256_of
 from tokencache.zoo.train import train
@@ -144,10 +145,7 @@ def weights_copy(tmp_path):
 
 
 def test_corrupted_weights_raise_naming_the_file(weights_copy):
-    path = weights_copy / "dit.safetensors"
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
+    corrupt_zoo_copy(weights_copy.parent, "dit.safetensors")
     with pytest.raises(ChecksumError, match="dit.safetensors"):
         zoo.load("dit", weights_dir=weights_copy)
     zoo.load("unet", weights_dir=weights_copy)  # other families are unaffected

@@ -1,13 +1,13 @@
 """The Wan-family reference model: 5-frame clips of a moving digit through the real WanPipeline."""
 
 import json
-import shutil
 
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 
 import tokencache as tc
+from conftest import corrupt_zoo_copy
 from test_zoo import train_twice
 from tokencache import zoo
 from tokencache.zoo import wan
@@ -60,12 +60,7 @@ def test_load_gives_a_ready_wan_pipeline(pipe):
 
 
 def test_corrupted_wan_weights_raise(tmp_path):
-    dst = tmp_path / "weights"
-    shutil.copytree(zoo.WEIGHTS_DIR, dst)
-    path = dst / "wan.safetensors"
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
+    dst = corrupt_zoo_copy(tmp_path, "wan.safetensors")
     with pytest.raises(ChecksumError, match="wan.safetensors"):
         zoo.load("wan", weights_dir=dst)
 

@@ -333,7 +333,8 @@ def calibrate_mag_ratios(target: PeerTarget) -> list[float]:
 
         def keep(state: Any, residual: torch.Tensor) -> None:  # the hook clears its list at the last step
             record(state, residual)
-            first[:] = first or [state]
+            if not first:
+                first.append(state)
             if state is first[0]:  # per-branch calls: the first (cond) context's ratios, one per step
                 ratios.append(float(state.calibration_ratios[-1]))
 
