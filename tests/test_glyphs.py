@@ -190,9 +190,47 @@ def test_tier2_diffusion_training_is_reproducible_and_loadable(family, tmp_path,
     assert meta["tier"] == 2 and meta["training"]["steps_done"] == 2 and meta["training"]["minutes"] == 45.0
     assert meta["training"]["threads"] == DEFAULTS[f"{family}2"].get("threads", 1)
     assert meta["configs"][family]["sample_size"] == 32
+    if family != "dit":  # the prompted families pre-train their text encoder first
+        assert meta["training"]["text_pretrain_steps"] == 300 and meta["training"]["text_pretrain_loss"] < 0.05
     if f"{family}2" in zoo.TIER2_FAMILIES:  # shipped: loads as its pipeline and samples
         pipe = zoo.load(f"{family}2", weights_dir=tmp_path / "a")
         assert zoo.sample(f"{family}2", pipe, [3], seed=0, num_inference_steps=2).shape == (1, 1, 32, 32)
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["pixart", "unet"])
+def test_text_pretraining_tells_the_letter_prompts_apart(masked):
+    """A random CLIP maps "the letter A" .. "the letter Z" to near-identical outputs (why the prompted tier-2
+    models ignored their prompt for thousands of steps); the pre-training separates every position that can
+    see the letter, and only those (PixArt: unmasked ones)."""
+    import torch.nn.functional as F
+
+    from tokencache.zoo import models
+    from tokencache.zoo.train import _prompt_batch, pretrain_text_encoder
+
+    torch.manual_seed(0)
+    ids, mask = _prompt_batch(zoo.WEIGHTS_DIR, tier=2)
+    m = mask if masked else None
+    first = int((ids[:26] != ids[0]).any(0).nonzero()[0])  # the letter's position
+    last = int(mask[0].sum()) if masked else ids.shape[1]
+
+    def cosines():
+        te.eval()
+        with torch.no_grad():
+            h = F.normalize(te(ids[:26], attention_mask=None if m is None else m[:26])[0], dim=-1)
+        cos = torch.einsum("apd,bpd->pab", h, h)
+        return cos[:, ~torch.eye(26, dtype=torch.bool)]  # (positions, pairs of different letters)
+
+    te = models.build_text_encoder()
+    before = cosines()
+    loss = pretrain_text_encoder(te, ids, m, steps=300, seed=0)
+    after = cosines()
+    assert loss < 0.05
+    assert before[first:last].mean() > 0.9  # near-identical before
+    assert after[first:last].max() < 0.5 and after[first:last].mean().abs() < 0.1
+    assert torch.allclose(after[:first], torch.ones(()), atol=1e-5)  # causal: nothing before the letter sees it
+    torch.manual_seed(0)
+    te3 = models.build_text_encoder()
+    assert pretrain_text_encoder(te3, ids, m, steps=300, seed=0) == loss  # seeded, deterministic
 
 
 def test_tier2_warm_start_classifier_and_errors(tmp_path, monkeypatch):

@@ -371,6 +371,9 @@ class TaylorApproximator(Approximator):
         for i in range(1, len(c)):
             term = c[i].to(od)
             if isinstance(w[i], torch.Tensor):
+                if w[i].dtype == od:  # one fused pass (no temporary): this runs on every cached output per step
+                    out = torch.addcmul(out, term, w[i]) if i == 1 else out.addcmul_(term, w[i])
+                    continue
                 term = (term.to(w[i].dtype) * w[i]).to(od)
                 out = out + term if i == 1 else out.add_(term)
             else:

@@ -2,7 +2,8 @@
 
 Usage:
     python -m tokencache.zoo.train FAMILY [--tier T] [--minutes M] [--seed S] [--out DIR] [--steps N]
-                                          [--batch-size B] [--lr LR]
+                                          [--batch-size B] [--lr LR] [--threads T] [--init FILE]
+                                          [--text-pretrain-steps K]
 
 FAMILY is one of `classifier`, `vae`, `unet`, `dit`, `pixart`, `flux`, `wan` (tier 1, digits; `wan`: 5-frame
 clips of a moving digit, see `wan.py`), or with `--tier 2` (glyphs, see `glyphs.py`) `classifier`, `dit`,
@@ -14,6 +15,8 @@ through the shared near-identity VAE (`vae`), which is trained once. Training ru
 1024 and 256 tokens); `--minutes` is a wall-clock cap that stops early (recorded as `"stopped_early": true` in
 `{family}.json`) if the machine is slower. To train longer, raise both `--steps` and `--minutes`. Weights are
 written to `--out` (defaults to the shipped weights directory) and `checksums.json` there is rewritten.
+The tier-2 `unet` and `pixart` first pre-train their text encoder to tell the letter prompts apart
+(`--text-pretrain-steps`, default 300; `pretrain_text_encoder`).
 """
 
 import argparse
@@ -59,6 +62,7 @@ class TrainConfig:
     minutes: float = 30.0
     seed: int = 0
     threads: int = 1
+    text_pretrain_steps: int = 0
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -69,8 +73,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "pixart": {"steps": 6500, "batch_size": 64, "lr": 1e-3},
     "classifier2": {"steps": 3000, "batch_size": 64, "lr": 2e-3, "warmup": 100, "weight_decay": 1e-4},
     "dit2": {"steps": 5400, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
-    "unet2": {"steps": 3000, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
-    "pixart2": {"steps": 5600, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
+    "unet2": {"steps": 3000, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2, "text_pretrain_steps": 300},
+    "pixart2": {
+        "steps": 5600, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2, "text_pretrain_steps": 300,
+    },
     "flux": {"steps": 3000, "batch_size": 64, "lr": 5e-4, "minutes": 60.0},
     "flux2": {"steps": 5400, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
     "wan": {"steps": 6400, "batch_size": 32, "lr": 1e-3, "minutes": 45.0},
@@ -295,6 +301,38 @@ def _prompt_batch(weights_dir: Path, tier: int = 1) -> tuple[torch.Tensor, torch
     return enc.input_ids, enc.attention_mask
 
 
+def pretrain_text_encoder(
+    text_encoder: nn.Module, ids: torch.Tensor, mask: torch.Tensor | None, steps: int, seed: int
+) -> float:
+    """Teaches a fresh text encoder to tell the class prompts apart before the denoiser sees it.
+
+    The stand-in for a pretrained CLIP / T5: with a random encoder trained jointly, a denoiser that reads the
+    prompt only through cross-attention first learns to draw glyphs unconditionally and starts reading the
+    prompt thousands of steps later (tier 2: beyond the 45-minute budget). Here every output position from the
+    first one that differs between the class prompts (``mask``: only unmasked ones) is pulled towards a
+    fixed random unit vector of its class (cosine logits at scale 10, cross-entropy, Adam 3e-3), so the
+    cross-attention values carry the class from the first denoiser step. ``ids`` holds the class prompts
+    then the empty prompt (left alone). Returns the last loss.
+    """
+    n = len(ids) - 1
+    first = int((ids[:n] != ids[0]).any(0).nonzero()[0])
+    keep = torch.ones(ids.shape[1], dtype=torch.bool) if mask is None else mask[:n].bool().all(0)
+    keep[:first] = False
+    gen = torch.Generator().manual_seed(seed + 2)
+    width = text_encoder.config.hidden_size
+    protos = F.normalize(torch.randn(n, width, generator=gen), dim=-1)
+    target = torch.arange(n).repeat_interleave(int(keep.sum()))
+    opt = torch.optim.Adam(text_encoder.parameters(), lr=3e-3)
+    loss = torch.zeros(())
+    for _ in range(steps):
+        out = text_encoder(ids[:n], attention_mask=None if mask is None else mask[:n])[0][:, keep]
+        loss = F.cross_entropy((10.0 * F.normalize(out, dim=-1) @ protos.T).reshape(-1, n), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return float(loss.detach())
+
+
 def train_diffusion(
     family: str, cfg: TrainConfig, weights_dir: Path, tier: int = 1, init: Path | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -339,6 +377,13 @@ def train_diffusion(
     )
     ids, mask = _prompt_batch(weights_dir, tier)
     null_prompt = len(ids) - 1
+    text_loss = None
+    if text_encoder is not None and cfg.text_pretrain_steps and init is None:
+        start = time.perf_counter()
+        text_loss = pretrain_text_encoder(
+            text_encoder, ids, mask if family == "pixart" else None, cfg.text_pretrain_steps, cfg.seed
+        )
+        text_seconds = time.perf_counter() - start
     loop = _Loop(list(trainable.parameters()), cfg, family)
     ema = EMA(trainable, cfg.ema_decay)
     trainable.train()
@@ -379,7 +424,11 @@ def train_diffusion(
     if text_encoder is not None:
         configs["text_encoder"] = models.text_encoder_config()
         tensors.update({f"text_encoder.{k}": v for k, v in ema.shadow["te"].state_dict().items()})
-    return tensors, {"configs": configs, "training": loop.info()}
+    info = loop.info()
+    if text_loss is not None:
+        info["text_pretrain_loss"] = round(text_loss, 6)
+        info["text_pretrain_seconds"] = round(text_seconds, 1)
+    return tensors, {"configs": configs, "training": info}
 
 
 def _train_family(
@@ -415,6 +464,7 @@ def train(
     tier: int = 1,
     init: Path | None = None,
     threads: int | None = None,
+    text_pretrain_steps: int | None = None,
 ) -> Path:
     """Trains one family and writes its files and the updated `checksums.json` to `out`.
 
@@ -429,6 +479,9 @@ def train(
             sha256 is recorded as `training.init_sha256`).
         threads (`int`, *optional*): torch threads during training; defaults to the family's (`DEFAULTS`).
             A run is reproducible bit for bit only at the same thread count.
+        text_pretrain_steps (`int`, *optional*): `unet` and `pixart`: steps of `pretrain_text_encoder` before
+            the denoiser trains (defaults to the family's: 300 at tier 2, 0 at tier 1; 0 disables it; skipped
+            when warm-starting from `init`).
 
     Returns:
         `Path`: the written `{family}.safetensors` (`{family}2.safetensors` for tier 2).
@@ -447,7 +500,10 @@ def train(
     write_tokenizer_files(out / TOKENIZER_FILES[0], out / TOKENIZER_FILES[1])
     overrides = {
         k: v
-        for k, v in {"steps": steps, "batch_size": batch_size, "lr": lr, "threads": threads}.items()
+        for k, v in {
+            "steps": steps, "batch_size": batch_size, "lr": lr, "threads": threads,
+            "text_pretrain_steps": text_pretrain_steps,
+        }.items()
         if v is not None
     }
     if minutes is not None:
@@ -485,13 +541,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--init", type=Path, default=None, help="warm-start from this .safetensors (diffusion)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: per family, 1 or 2)")
+    parser.add_argument(
+        "--text-pretrain-steps", type=int, default=None,
+        help="unet/pixart: text-encoder pre-training steps (default: 300 at tier 2, 0 at tier 1; 0 disables)",
+    )
     args = parser.parse_args(argv)
     if args.tier == 2 and args.family not in TIER2_TRAIN_FAMILIES:
         parser.error(f"--tier 2 trains {' or '.join(TIER2_TRAIN_FAMILIES)}, not {args.family!r}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.text_pretrain_steps is not None and args.text_pretrain_steps < 0:
+        parser.error(f"--text-pretrain-steps must be >= 0, got {args.text_pretrain_steps}")
     train(args.family, args.minutes, args.seed, args.out, args.steps, args.batch_size, args.lr, args.tier, args.init,
-          args.threads)
+          args.threads, args.text_pretrain_steps)
 
 
 if __name__ == "__main__":
