@@ -197,6 +197,34 @@ def test_tier2_diffusion_training_is_reproducible_and_loadable(family, tmp_path,
         assert zoo.sample(f"{family}2", pipe, [3], seed=0, num_inference_steps=2).shape == (1, 1, 32, 32)
 
 
+def test_pixart2_trains_against_its_frozen_pre_trained_text_encoder(tmp_path, monkeypatch):
+    """`pixart2` (`freeze_text_encoder`) keeps the encoder exactly as pre-training left it and ships it so;
+    `unet2` (no freeze) trains it on with the denoiser."""
+    from safetensors.torch import load_file
+
+    import tokencache.zoo.train as train_module
+
+    monkeypatch.setattr(train_module, "GLYPH_TRAIN_COPIES", 1)
+    pretrained = {}
+    original = train_module.pretrain_text_encoder
+
+    def spy(text_encoder, *args):
+        loss = original(text_encoder, *args)
+        pretrained.update({k: v.clone() for k, v in text_encoder.state_dict().items()})
+        return loss
+
+    monkeypatch.setattr(train_module, "pretrain_text_encoder", spy)
+    for family, frozen in (("pixart", True), ("unet", False)):
+        pretrained.clear()
+        path = train(family, seed=3, out=tmp_path / family, steps=3, batch_size=2, tier=2)
+        saved = load_file(str(path))
+        te = {k.removeprefix("text_encoder."): v for k, v in saved.items() if k.startswith("text_encoder.")}
+        assert te.keys() == pretrained.keys()
+        assert all(torch.equal(te[k], pretrained[k]) for k in te) == frozen, family
+        meta = json.loads((tmp_path / family / f"{family}2.json").read_text())
+        assert meta["training"]["freeze_text_encoder"] == frozen
+
+
 @pytest.mark.parametrize("masked", [True, False], ids=["pixart", "unet"])
 def test_text_pretraining_tells_the_letter_prompts_apart(masked):
     """A random CLIP maps "the letter A" .. "the letter Z" to near-identical outputs (why the prompted tier-2
@@ -229,8 +257,8 @@ def test_text_pretraining_tells_the_letter_prompts_apart(masked):
     assert after[first:last].max() < 0.5 and after[first:last].mean().abs() < 0.1
     assert torch.allclose(after[:first], torch.ones(()), atol=1e-5)  # causal: nothing before the letter sees it
     torch.manual_seed(0)
-    te3 = models.build_text_encoder()
-    assert pretrain_text_encoder(te3, ids, m, steps=300, seed=0) == loss  # seeded, deterministic
+    te_again = models.build_text_encoder()
+    assert pretrain_text_encoder(te_again, ids, m, steps=300, seed=0) == loss  # seeded, deterministic
 
 
 def test_tier2_warm_start_classifier_and_errors(tmp_path, monkeypatch):

@@ -228,3 +228,30 @@ def test_prompt_digit_rejects_prompts_naming_no_single_digit(prompt):
     with pytest.raises(ValueError, match="exactly one digit 0-9"):
         zoo.prompt_digit(prompt)
     assert zoo.prompt_digit("a handwritten 7") == zoo.prompt_digit(7) == 7
+
+
+@pytest.mark.parametrize("clock_schedule", [True, False])
+def test_clock_schedule_fits_the_cosine_to_the_cap(monkeypatch, clock_schedule):
+    """On a machine too slow for `steps` within `minutes`, `clock_schedule` plans the cosine over the steps that
+    fit (at the pace of the first `PLAN_AFTER`), so the run ends annealed instead of being cut at a high lr."""
+    from types import SimpleNamespace
+
+    import tokencache.zoo.train as train_module
+
+    clock = [0.0]  # a fake clock: every step takes one second
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    param = torch.nn.Parameter(torch.ones(1))
+    cfg = train_module.TrainConfig(steps=1000, batch_size=1, lr=1.0, minutes=3.0, clock_schedule=clock_schedule)
+    loop = train_module._Loop([param], cfg, "test")
+    lrs = []
+    for _ in loop:
+        loop.backward((param**2).sum())
+        lrs.append(loop.opt.param_groups[0]["lr"])
+        clock[0] += 1.0
+    info = loop.info()
+    if clock_schedule:  # 50 s for 50 steps, 130 s left: 50 + int(0.97 * 130) steps, all done within the cap
+        assert info["steps_planned"] == info["steps_done"] == 176 and not info["stopped_early"]
+        assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
+    else:  # cut by the cap at step 181 with the cosine barely started
+        assert info["steps_planned"] == 1000 and info["stopped_early"] and info["steps_done"] == 181
+        assert lrs[-1] > 0.9

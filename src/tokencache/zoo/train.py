@@ -16,7 +16,10 @@ through the shared near-identity VAE (`vae`), which is trained once. Training ru
 `{family}.json`) if the machine is slower. To train longer, raise both `--steps` and `--minutes`. Weights are
 written to `--out` (defaults to the shipped weights directory) and `checksums.json` there is rewritten.
 The tier-2 `unet` and `pixart` first pre-train their text encoder to tell the letter prompts apart
-(`--text-pretrain-steps`, default 300; `pretrain_text_encoder`).
+(`--text-pretrain-steps`, default 300; `pretrain_text_encoder`). The tier-2 `pixart` also fits its cosine
+learning-rate schedule to the steps this machine finishes within `--minutes` (`TrainConfig.clock_schedule`: timed
+on the first 50 steps, recorded as `steps_planned`), so a run on a slower machine still anneals instead of being
+cut at a high learning rate; `--steps` with the recorded `steps_planned` reproduces it on a fast enough machine.
 """
 
 import argparse
@@ -63,6 +66,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     text_pretrain_steps: int = 0
+    clock_schedule: bool = False  # fit the cosine to the steps that fit in `minutes` (see `_Loop._plan`)
+    freeze_text_encoder: bool = False  # after `pretrain_text_encoder`, keep it fixed (as SD/PixArt keep CLIP/T5)
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -75,7 +80,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "dit2": {"steps": 5400, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
     "unet2": {"steps": 3000, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2, "text_pretrain_steps": 300},
     "pixart2": {
-        "steps": 5600, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2, "text_pretrain_steps": 300,
+        "steps": 5600, "batch_size": 32, "lr": 2e-3, "minutes": 45.0, "threads": 2, "text_pretrain_steps": 300,
+        "clock_schedule": True, "freeze_text_encoder": True,
     },
     "flux": {"steps": 3000, "batch_size": 64, "lr": 5e-4, "minutes": 60.0},
     "flux2": {"steps": 5400, "batch_size": 32, "lr": 1e-3, "minutes": 45.0, "threads": 2},
@@ -108,30 +114,48 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+PLAN_AFTER = 50  # `clock_schedule`: steps timed before the cosine is fitted to the cap
+
+
 class _Loop:
     """Shared step/clock/optimizer bookkeeping for all families."""
 
     def __init__(self, params: list[nn.Parameter], cfg: TrainConfig, name: str):
         self.cfg = cfg
         self.name = name
+        self.start = time.perf_counter()
+        self.total = cfg.steps  # `_plan` may lower it (`clock_schedule`)
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: _lr_factor(s, cfg.warmup, cfg.steps)
+            self.opt, lambda s: _lr_factor(s, cfg.warmup, self.total)
         )
         self.params = params
-        self.start = time.perf_counter()
         self.step = 0
         self.stopped_early = False
         self.running = 0.0
 
+    def _plan(self) -> None:
+        # Fit the cosine to the steps this machine finishes within the cap (at the pace of the first
+        # PLAN_AFTER steps, 3% spare), so a capped run still anneals. The plan is recorded as
+        # `steps_planned`; `--steps` with that number reproduces the run on a machine that is fast enough.
+        elapsed = time.perf_counter() - self.start
+        left = self.cfg.minutes * 60 - elapsed
+        fits = PLAN_AFTER + int(0.97 * left * PLAN_AFTER / elapsed)
+        self.total = max(PLAN_AFTER + 1, min(self.cfg.steps, fits))
+        print(f"[{self.name}] planned {self.total} steps within the {self.cfg.minutes} min cap", flush=True)
+
     def __iter__(self):
-        for step in range(self.cfg.steps):
+        step = 0
+        while step < self.total:
+            if step == PLAN_AFTER and self.cfg.clock_schedule:
+                self._plan()
             if time.perf_counter() - self.start > self.cfg.minutes * 60:
                 self.stopped_early = True
                 print(f"[{self.name}] time cap of {self.cfg.minutes} min reached at step {step}", flush=True)
                 return
             self.step = step
             yield step
+            step += 1
 
     def backward(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -140,7 +164,7 @@ class _Loop:
         self.opt.step()
         self.sched.step()
         self.running = 0.98 * self.running + 0.02 * loss.item() if self.step else loss.item()
-        if self.step % 100 == 0 or self.step == self.cfg.steps - 1:
+        if self.step % 100 == 0 or self.step == self.total - 1:
             elapsed = time.perf_counter() - self.start
             print(f"[{self.name}] step {self.step:5d} loss {self.running:.4f} {elapsed:6.1f}s", flush=True)
 
@@ -148,6 +172,7 @@ class _Loop:
         return {
             **asdict(self.cfg),
             "steps_done": self.step + 1,
+            "steps_planned": self.total,
             "stopped_early": self.stopped_early,
             "seconds": round(time.perf_counter() - self.start, 1),
             "torch_version": torch.__version__,
@@ -384,7 +409,14 @@ def train_diffusion(
             text_encoder, ids, mask if family == "pixart" else None, cfg.text_pretrain_steps, cfg.seed
         )
         text_seconds = time.perf_counter() - start
-    loop = _Loop(list(trainable.parameters()), cfg, family)
+    frozen_emb = None
+    if text_loss is not None and cfg.freeze_text_encoder:
+        # a pre-trained encoder already tells the letters apart: train the denoiser against it, like SD / PixArt
+        # against their frozen CLIP / T5 (without pre-training, or warm-started, it trains jointly as before)
+        text_encoder.requires_grad_(False).eval()
+        with torch.no_grad():
+            frozen_emb = text_encoder(ids, attention_mask=mask if family == "pixart" else None)[0]
+    loop = _Loop([p for p in trainable.parameters() if p.requires_grad], cfg, family)
     ema = EMA(trainable, cfg.ema_decay)
     trainable.train()
     for _ in loop:
@@ -399,13 +431,13 @@ def train_diffusion(
         else:
             labels = _drop(labels, null_prompt, cfg.cond_drop, gen)
             if family == "unet":
-                emb = text_encoder(ids)[0][labels]
+                emb = (text_encoder(ids)[0] if frozen_emb is None else frozen_emb)[labels]
 
                 def fn(xt, t, emb=emb):
                     return model(xt, t, encoder_hidden_states=emb).sample
 
             else:
-                emb = text_encoder(ids, attention_mask=mask)[0][labels]
+                emb = (text_encoder(ids, attention_mask=mask)[0] if frozen_emb is None else frozen_emb)[labels]
 
                 def fn(xt, t, emb=emb, m=mask[labels]):
                     return model(
