@@ -402,12 +402,11 @@ def train_diffusion(
     )
     ids, mask = _prompt_batch(weights_dir, tier)
     null_prompt = len(ids) - 1
+    te_mask = mask if family == "pixart" else None  # the SD-style UNet reads the padded prompt, PixArt masks it
     text_loss = None
     if text_encoder is not None and cfg.text_pretrain_steps and init is None:
         start = time.perf_counter()
-        text_loss = pretrain_text_encoder(
-            text_encoder, ids, mask if family == "pixart" else None, cfg.text_pretrain_steps, cfg.seed
-        )
+        text_loss = pretrain_text_encoder(text_encoder, ids, te_mask, cfg.text_pretrain_steps, cfg.seed)
         text_seconds = time.perf_counter() - start
     frozen_emb = None
     if text_loss is not None and cfg.freeze_text_encoder:
@@ -415,7 +414,7 @@ def train_diffusion(
         # against their frozen CLIP / T5 (without pre-training, or warm-started, it trains jointly as before)
         text_encoder.requires_grad_(False).eval()
         with torch.no_grad():
-            frozen_emb = text_encoder(ids, attention_mask=mask if family == "pixart" else None)[0]
+            frozen_emb = text_encoder(ids, attention_mask=te_mask)[0]
     loop = _Loop([p for p in trainable.parameters() if p.requires_grad], cfg, family)
     ema = EMA(trainable, cfg.ema_decay)
     trainable.train()
@@ -430,14 +429,13 @@ def train_diffusion(
 
         else:
             labels = _drop(labels, null_prompt, cfg.cond_drop, gen)
+            emb = (text_encoder(ids, attention_mask=te_mask)[0] if frozen_emb is None else frozen_emb)[labels]
             if family == "unet":
-                emb = (text_encoder(ids)[0] if frozen_emb is None else frozen_emb)[labels]
 
                 def fn(xt, t, emb=emb):
                     return model(xt, t, encoder_hidden_states=emb).sample
 
             else:
-                emb = (text_encoder(ids, attention_mask=mask)[0] if frozen_emb is None else frozen_emb)[labels]
 
                 def fn(xt, t, emb=emb, m=mask[labels]):
                     return model(
