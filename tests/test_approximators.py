@@ -173,6 +173,27 @@ def test_update_rows_keeps_per_token_anchors(make):
             close(out[b, n], ref.predict(x), tol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+@pytest.mark.parametrize("kind", sorted(APPROXIMATORS))
+def test_predict_rows_equals_the_rows_of_predict_before_and_after_update_rows(kind, dtype):
+    """``predict_rows(x, idx)`` is ``predict(x)`` gathered at ``idx``, in idx order, with the same state change."""
+    f = poly(2, seed=3, dtype=torch.float32)
+    idx = torch.tensor([[4, 0, 2], [1, 5, 1]])
+    pairs = [make_approximator(kind, 2 if kind in ("taylor", "hermite") else 1, dtype=dtype) for _ in range(2)]
+    for x in (0.0, 1.0, 2.5):
+        for a in pairs:
+            a.update(x, f(x))
+    for x in (3.0, 3.5):  # shared history, then per-row anchors after a partial update
+        whole = pairs[0].predict(x)
+        rows = pairs[1].predict_rows(x, idx)
+        assert rows.shape == (2, 3, SHAPE[2]) and rows.dtype == whole.dtype
+        assert torch.equal(rows, whole.gather(1, idx.unsqueeze(-1).expand(-1, -1, SHAPE[2])))
+        fresh = f(x)[:, :2] + 1.0
+        for a in pairs:
+            a.update_rows(x, torch.tensor([[3, 1], [0, 2]]), fresh)
+    assert torch.equal(pairs[0].predict(4.0), pairs[1].predict(4.0))  # the same state on both
+
+
 def test_update_rows_linear_exact_and_order_grows_per_row():
     f = poly(1, seed=6)
     ap = TaylorApproximator(2)

@@ -189,3 +189,46 @@ def test_mmdit_and_video_families_are_bit_identical_and_stub_their_norms(name, m
         finally:
             tc.remove(pipe)
     assert torch.equal(stubbed, plain)
+
+
+FLUX_SINGLE_CONFIGS = [
+    tc.ToCaConfig.preset("fast"),  # Taylor 1, per-row anchors on proj_mlp / proj_out
+    tc.ToCaConfig(interval=3, fresh_ratio=0.3),  # reuse: fresh rows scattered into the cache in place
+    tc.DuCaConfig.preset("balanced"),
+    tc.FORAConfig(interval=3),
+    tc.FORAConfig(interval=3, forecast="foca"),  # a forecast whose predict rolls state
+]
+
+
+@pytest.mark.parametrize("cfg", FLUX_SINGLE_CONFIGS, ids=lambda c: f"{c.method}-{c.forecast}")
+def test_flux_single_blocks_produce_only_the_rows_proj_out_reads(cfg, monkeypatch):
+    """Only ``proj_out`` reads a single block's attention and ``proj_mlp`` outputs: on a partial step they give its
+    ``k`` rows (the activation and concatenation run on those), on a skipped step one row; outputs are the same."""
+    from mmdit_pipes import flux_pipe
+    from test_mmdit import FLUX_KW, _call
+
+    pipe = flux_pipe()
+    block = pipe.transformer.single_transformer_blocks[0]
+    act, out_in = _widths(block.act_mlp), []
+    block.proj_out.register_forward_pre_hook(lambda m, a: out_in.append(a[0].shape[1]))
+    tc.apply(pipe, cfg)
+    try:
+        narrow = _call(pipe, **FLUX_KW)
+    finally:
+        tc.remove(pipe)
+    n = max(act)
+    assert n > 1 and act.count(n) < len(act)  # every token on full steps only
+    partial = [w for w in act if 1 < w < n]
+    assert bool(partial) == (cfg.method != "fora")
+    assert (1 in act) == (cfg.method == "fora")  # ToCa/DuCa compute proj_mlp rows on every partial step
+    assert out_in == act  # proj_out's input is those rows (on the 1-row steps it returns its forecast)
+    with monkeypatch.context() as m:
+        m.setattr(ModelAdapter, "sole_readers_of", lambda self, block: {})
+        act.clear()
+        tc.apply(pipe, cfg)
+        try:
+            plain = _call(pipe, **FLUX_KW)
+        finally:
+            tc.remove(pipe)
+        assert set(act) == {n}  # without the declaration every row is forecast and activated
+    assert torch.equal(narrow, plain)

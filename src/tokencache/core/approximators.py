@@ -91,9 +91,9 @@ def _check_rows(idx: torch.Tensor, rows: torch.Tensor) -> None:
         )
 
 
-def _row_index(idx: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``idx`` ``(B, k)`` expanded to gather/scatter rows of ``like`` ``(B, k, *rest)`` along dim 1."""
-    return idx.view(*idx.shape, *([1] * (like.dim() - 2))).expand(like.shape)
+def _token_index(idx: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+    """``idx`` ``(B, k)`` expanded to gather or scatter ``k`` token rows of ``held`` ``(B, *, *rest)`` on dim 1."""
+    return idx.view(*idx.shape, *([1] * (held.dim() - 2))).expand(*idx.shape, *held.shape[2:])
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -143,6 +143,14 @@ class Approximator:
         The held value is ``(B, N, C...)`` with tokens on dim 1. Needs a previous full ``update``.
         """
         raise NotImplementedError
+
+    def predict_rows(self, x: float, idx: torch.Tensor) -> torch.Tensor:
+        """Rows ``idx`` (``(B, k)``) of :meth:`predict` ``(x)``: ``(B, k, C...)``, in ``idx`` order.
+
+        Same values and the same state change as ``predict(x)``; subclasses compute only those rows.
+        """
+        out = self.predict(x)
+        return out.gather(1, _token_index(idx, out))
 
     @property
     def ready(self) -> bool:
@@ -195,12 +203,17 @@ class ReuseApproximator(Approximator):
             raise RuntimeError("predict needs an update first")
         return self._value if self._value.dtype == self._out_dtype else self._out(self._value)
 
+    def predict_rows(self, x: float, idx: torch.Tensor) -> torch.Tensor:
+        if self._value is None:
+            raise RuntimeError("predict needs an update first")
+        return self._out(self._value.gather(1, _token_index(idx, self._value)))
+
     def update_rows(self, x: float, idx: torch.Tensor, rows: torch.Tensor) -> None:
         _check_rows(idx, rows)
         if self._value is None:
             raise RuntimeError("update_rows needs a full update first")
         v = self._value
-        v.scatter_(1, _row_index(idx, rows), rows.to(v.dtype))
+        v.scatter_(1, _token_index(idx, rows), rows.to(v.dtype))
 
     @property
     def ready(self) -> bool:
@@ -298,9 +311,11 @@ class TaylorApproximator(Approximator):
             d = self._spacing(x, xs, i)
             if isinstance(d, torch.Tensor):
                 d = _bcast(d, new.dim()).to(_compute_dtype(new.dtype))
-            nxt = (out[-1] - old[i - 1]) / d
+            nxt = torch.sub(out[-1], old[i - 1])
+            # in place where the quotient keeps the difference's dtype: full updates run this on every output
+            nxt = nxt.div_(d) if not isinstance(d, torch.Tensor) or d.dtype == nxt.dtype else nxt / d
             if valid[i] is not None:
-                nxt = torch.where(valid[i], nxt, torch.zeros((), dtype=nxt.dtype, device=nxt.device))
+                nxt = nxt.masked_fill_(~valid[i], 0)
             out.append(nxt)
         return out
 
@@ -336,7 +351,7 @@ class TaylorApproximator(Approximator):
             old = [c.to(od) for c in self._c]
             old_x, old_n = self._row_x, self._row_n
         else:
-            ri = _row_index(idx, new)
+            ri = _token_index(idx, new)
             old = [c.gather(1, ri).to(od) for c in self._c]
             old_x = self._row_x.gather(1, idx.unsqueeze(-1).expand(*idx.shape, k))
             old_n = self._row_n.gather(1, idx)
@@ -357,14 +372,25 @@ class TaylorApproximator(Approximator):
         self._row_n.scatter_(1, idx, new_n)
 
     def predict(self, x: float) -> torch.Tensor:
+        return self._forecast(float(x), None)
+
+    def predict_rows(self, x: float, idx: torch.Tensor) -> torch.Tensor:
+        return self._forecast(float(x), idx)
+
+    def _forecast(self, x: float, idx: torch.Tensor | None) -> torch.Tensor:
+        """The forecast at ``x``: every row, or only rows ``idx`` (gathered before any arithmetic)."""
         if not self._c:
             raise RuntimeError("predict needs an update first")
-        x = float(x)
-        c, od = self._c, self._out_dtype
-        if self._row_x is None:
+        c, od, row_x = self._c, self._out_dtype, self._row_x
+        if idx is not None:
+            ti = _token_index(idx, c[0])
+            c = [ci.gather(1, ti) for ci in c]
+            if row_x is not None:
+                row_x = row_x.gather(1, idx.unsqueeze(-1).expand(*idx.shape, row_x.shape[-1]))
+        if row_x is None:
             w = self._weights(x, self._xs, len(c))
         else:
-            xs = [self._row_x[..., j] for j in range(self.order + 1)]
+            xs = [row_x[..., j] for j in range(self.order + 1)]
             wdt = _compute_dtype(od)
             w = [1.0] + [_bcast(wi, c[0].dim()).to(wdt) for wi in self._weights(x, xs, len(c))[1:]]
         out = c[0] if c[0].dtype == od else self._out(c[0])
@@ -531,14 +557,14 @@ class FoCaApproximator(Approximator):
         if self._a is None:
             raise RuntimeError("update_rows needs a full update first")
         if self._b is None:
-            self._a.scatter_(1, _row_index(idx, rows), rows.to(self._a.dtype))
+            self._a.scatter_(1, _token_index(idx, rows), rows.to(self._a.dtype))
             return
         x = float(x)
         if x != self._xk:
             self.predict(x)
         if self._k is self._a:  # never write fresh rows into an anchor
             self._k = self._k.clone()
-        self._k.scatter_(1, _row_index(idx, rows), rows.to(self._k.dtype))
+        self._k.scatter_(1, _token_index(idx, rows), rows.to(self._k.dtype))
 
 
 APPROXIMATORS: dict[str, type[Approximator]] = {

@@ -308,6 +308,12 @@ class OutputSlot:
             [leaf if a is None else a.predict(x) for a, leaf in zip(self.approx, self.leaves)], self.spec
         )
 
+    def predict_rows(self, x: float, idx: torch.Tensor) -> Any:
+        """Rows ``idx`` (``(B, k)``) of every tensor of :meth:`predict` ``(x)``."""
+        return tree_unflatten(
+            [leaf if a is None else a.predict_rows(x, idx) for a, leaf in zip(self.approx, self.leaves)], self.spec
+        )
+
     def clear(self) -> None:
         self.obj, self.spec, self.approx, self.leaves = None, None, [], []
 

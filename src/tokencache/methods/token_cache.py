@@ -285,6 +285,7 @@ class StepFacts:
         if st.step == 0 or facts.get("grid") is None:
             facts["cfg"] = infer_cfg(st.cfg, x)
             facts["grid"] = self.adapter.token_grid(call.module, x, call.kwargs)
+            facts["device"] = x.device
         stacks = tuple(self.lasts)
         if self.adapter.active_stacks is not None:
             stacks = self.adapter.active_stacks(stacks, call.kwargs)
@@ -440,6 +441,10 @@ class TokenModuleHook(CallScopedHook):
         self.leader_hook: TokenModuleHook | None = None
         #: the hook of the block this module sits in (set by the installer; prepared before this one).
         self.block_hook: BlockHook | None = None
+        #: the hook of the module that alone reads this one's output, row by row (``ModelAdapter.sole_readers``),
+        #: prepared after this one; and, on that reader, the hooks of the modules it reads so.
+        self.reader_hook: TokenModuleHook | None = None
+        self.feeder_hooks: list[TokenModuleHook] = []
         self._slot = "slot." + name
 
     # ---- token choice (eager, before the call) -------------------------------------------------
@@ -497,10 +502,41 @@ class TokenModuleHook(CallScopedHook):
             return False, (k if not early and n_lead == n else 0), n
         return False, self.fresh_tokens(st.action.ratio, n), n
 
+    def narrowed(self, st: CallState) -> int | None:
+        """Rows the modules this one alone reads produce this step (no side effects).
+
+        ``k`` when this module computes ``k < n`` rows and each of them skips or is its leader computing the
+        same rows: they produce those rows, in this module's order; ``0`` when all of them skip too: they produce
+        one row (read by nothing). ``None``: they produce every row.
+        """
+        if not self.feeder_hooks:
+            return None
+        early, k, n = self._plan(st)
+        if early or k >= n:
+            return None
+        for f in self.feeder_hooks:
+            f_early, f_k, f_n = f._plan(st)
+            if f_early or f_n != n or (f_k and (f is not self.leader_hook or f_k != k)):
+                return None
+        return k
+
+    def _narrow_feeders(self, st: CallState, k: int) -> None:
+        """Give the skipped modules this one alone reads the rows it reads: its ``k`` fresh ones, or one row."""
+        if k:
+            idx = self.now.idx
+            self.now.gathered = True  # its input is already the concatenation of those rows
+        else:
+            b = st.data(self.block.name)["shape." + self.kind][0]
+            idx = torch.zeros(b, 1, dtype=torch.long, device=st.facts.get("device"))
+        for f in self.feeder_hooks:
+            if f.now.mode == "skip":
+                f.now.out = st.objects[f._slot].predict_rows(st.x, idx)
+
     def prepare(self, st: CallState, call: StepCall) -> None:
         if self.block_hook is not None and self.block_hook.now.mode in ("pass", "cached"):
             self.now = OFF  # its block does not run this step (DuCa aggressive)
             return
+        narrow = self.reader_hook is not None and self.reader_hook.narrowed(st) is not None
         early, k, n = self._plan(st)
         data = st.data(self.block.name)
         if early or k >= n:
@@ -509,25 +545,34 @@ class TokenModuleHook(CallScopedHook):
             return
         x = st.x
         slot = st.objects[self._slot]
+        fed = self.narrowed(st)
         if k == 0:
             st.record.skipped.append(self.name)
-            self.now = Now("skip", out=slot.predict(x))
+            # a module only its reader reads gets the reader's rows from the reader's prepare (run after this)
+            self.now = Now("skip", out=None if narrow else slot.predict(x))
+            if fed is not None:
+                self._narrow_feeders(st, 0)
             return
         st.record.partial[self.name] = (k, n)
-        pred = slot.predict(x)
         if self.leader_hook is not None:
             idx = self.leader_hook.now.idx
         else:
-            idx = self.select(st, data["shape." + self.kind][0], n, k, pred.device)
-        # reuse: the fresh rows go into the cache itself (in place, as the published code does); any other
-        # approximator gets them in finish(), so a forecast that is held state is written into a copy
-        inplace = slot.name == "reuse" and slot.shares(pred)
-        if not inplace and slot.shares(pred):
-            pred = pred.clone()
+            idx = self.select(st, data["shape." + self.kind][0], n, k, st.facts.get("device"))
+        if narrow:  # its reader reads just the fresh rows: no forecast of the others (``rows`` are returned)
+            pred, inplace = None, False
+        else:
+            pred = slot.predict(x)
+            # reuse: the fresh rows go into the cache itself (in place, as the published code does); any other
+            # approximator gets them in finish(), so a forecast that is held state is written into a copy
+            inplace = slot.name == "reuse" and slot.shares(pred)
+            if not inplace and slot.shares(pred):
+                pred = pred.clone()
         self.now = Now(
             "partial", k=k, n=n, idx=idx, out=pred, rows=None, box=self.block_hook.box, qk=None, inplace=inplace,
             entropy=data.get("entropy"), gathered=False,
         )
+        if fed is not None:
+            self._narrow_feeders(st, k)
 
     def finish(self, st: CallState) -> None:
         now, x = self.now, st.x
@@ -609,12 +654,15 @@ class TokenModuleHook(CallScopedHook):
         if self.kind == "attn1":  # partial-query self-attention: selected queries, every key and value
             kwargs_k["encoder_hidden_states"] = x
         rows = self.fn_ref.original_forward(*args_k, **kwargs_k)
+        if self.kind == "attn2" and self.block.score == "cross_entropy":
+            self._entropy(now, kwargs, idx)
         out = now.out
+        if out is None:  # its sole reader reads just these rows
+            now.rows = rows
+            return rows
         out.scatter_(1, idx.view(*idx.shape, *([1] * (rows.dim() - 2))).expand(rows.shape), rows.to(out.dtype))
         if not now.inplace:
             now.rows = rows
-        if self.kind == "attn2" and self.block.score == "cross_entropy":
-            self._entropy(now, kwargs, idx)
         return out
 
 
@@ -757,8 +805,10 @@ def install_token_cache(handle: Handle, adapter: ModelAdapter, cfg: TransformerM
             block_hook = BlockHook(contexts, adapter, info, cfg)
             handle.register(blk, block_hook, "dit_block")
             hooks: dict[str, TokenModuleHook] = {}
-            # leaders first: a module that copies another's token choice is prepared after it
-            for role, (a, mod) in sorted(modules.items(), key=lambda kv: kv[0] in adapter.linked_roles):
+            readers = adapter.sole_readers_of(blk)
+            # leaders first: a module that copies another's token choice, or reads others' rows, is prepared after
+            late = set(adapter.linked_roles) | set(readers.values())
+            for role, (a, mod) in sorted(modules.items(), key=lambda kv: kv[0] in late):
                 heads = int(getattr(mod, "heads", 1) or 1)
                 path = f"{prefix}{name}.{a}"
                 inner = int(getattr(getattr(mod, "to_q", None), "out_features", 0) or 0)
@@ -776,6 +826,10 @@ def install_token_cache(handle: Handle, adapter: ModelAdapter, cfg: TransformerM
                 hook.block_hook = block_hook
                 if hook.leader is not None:
                     hook.leader_hook = hooks.get(hook.leader)
+            if readers and all(role in hooks for role in (*readers, *readers.values())):
+                for role, reader in readers.items():
+                    hooks[role].reader_hook = hooks[reader]
+                    hooks[reader].feeder_hooks.append(hooks[role])
             # after the module hooks, so each is prepared after the modules it reads the modes of
             for norm, roles in _norm_readers(adapter.norms_of(blk)):
                 if all(role in hooks for role in roles):  # a reader left unhooked always needs every token

@@ -89,6 +89,10 @@ class ModelAdapter:
             and attention whose queries carry no per-token positional input); the others are computed
             whole or produced whole by their approximator.
         linked_roles: role -> role whose token choice it follows in the same block and step.
+        sole_readers: block class name -> {role: the role whose module alone reads that role's output, each
+            output token by its own row} (FLUX single blocks: ``proj_out`` reads the concatenated attention and
+            MLP rows). When the reader computes ``k`` rows on a step (or none), the modules it reads produce just
+            those rows (or one row): the rest of their output would be read by nothing.
         block_classes: class names a block must have (transformers); others are refused.
         stacks: ``model -> [(attribute, blocks)]``, block stacks in execution order of their last block.
         active_stacks: ``(stack attributes, denoiser kwargs) -> attributes`` the call runs (e.g. Latte
@@ -125,6 +129,7 @@ class ModelAdapter:
     block_roles: dict[str, dict[str, str]] = field(default_factory=dict)
     partial_roles: tuple[str, ...] = ("attn1", "attn2", "ff")
     linked_roles: dict[str, str] = field(default_factory=dict)
+    sole_readers: dict[str, dict[str, str]] = field(default_factory=dict)
     block_classes: tuple[str, ...] = ()
     stacks: Callable[[torch.nn.Module], list[tuple[str, torch.nn.ModuleList]]] | None = None
     active_stacks: Callable[[tuple[str, ...], dict], tuple[str, ...]] | None = None
@@ -164,6 +169,13 @@ class ModelAdapter:
             if mod is not None:
                 out.append((role, attr, mod))
         return out
+
+    def sole_readers_of(self, block: torch.nn.Module) -> dict[str, str]:
+        """Role -> the role that alone reads its output, row by row, in ``block``'s class (see :attr:`sole_readers`)."""
+        for cls in type(block).__mro__:
+            if cls.__name__ in self.sole_readers:
+                return self.sole_readers[cls.__name__]
+        return {}
 
     def norms_of(self, block: torch.nn.Module) -> dict[str, list[torch.nn.Module]]:
         """Role -> the norm modules only that role reads (see :attr:`input_norms`), those ``block`` has."""

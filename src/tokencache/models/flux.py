@@ -8,7 +8,9 @@
   joins ``[text; image]`` tokens; ``proj_mlp`` and ``attn`` (no output projection) both read the joined
   tokens, and ``proj_out`` maps their concatenation back (pre-gate). ``proj_out`` follows ``proj_mlp``'s
   token choice, as in the authors' FLUX ToCa: fresh rows are ``proj_mlp`` -> activation -> concatenated
-  with the *cached* attention rows -> ``proj_out``.
+  with the *cached* attention rows -> ``proj_out``. Nothing but ``proj_out`` reads the attention and
+  ``proj_mlp`` outputs, so on a partial step both produce only ``proj_out``'s rows (one row on a skipped
+  step): the MLP activation and the concatenation then run on those rows only.
 * Blocks take ``hidden_states`` / ``encoder_hidden_states`` and return ``(encoder_hidden_states,
   hidden_states)``. Joint attention takes per-token rotary embeddings, so it never runs on a subset.
 * Tokens: the pipeline packs 2x2 latent patches; ``img_ids`` (row, column) gives the grid.
@@ -70,6 +72,7 @@ FLUX = register_adapter(
         },
         partial_roles=("ff", "ff_context", "ff_out"),
         linked_roles={"ff_out": "ff"},
+        sole_readers={"FluxSingleTransformerBlock": {"attn1": "ff_out", "ff": "ff_out"}},
         block_classes=("FluxTransformerBlock", "FluxSingleTransformerBlock"),
         stacks=_stacks,
         token_grid=_grid,

@@ -102,7 +102,8 @@ class EMA:
         self.num_updates += 1
         decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
         for ema_p, p in zip(self.shadow.parameters(), module.parameters()):
-            ema_p.lerp_(p, 1.0 - decay)
+            if p.requires_grad:  # a frozen part (the pre-trained text encoder) stays equal to its copy
+                ema_p.lerp_(p, 1.0 - decay)
         for ema_b, b in zip(self.shadow.buffers(), module.buffers()):
             ema_b.copy_(b)
 
@@ -418,6 +419,8 @@ def train_diffusion(
     loop = _Loop([p for p in trainable.parameters() if p.requires_grad], cfg, family)
     ema = EMA(trainable, cfg.ema_decay)
     trainable.train()
+    if frozen_emb is not None:
+        text_encoder.eval()  # frozen: its embeddings were computed once above
     for _ in loop:
         idx = torch.randint(0, len(x_train), (cfg.batch_size,), generator=gen)
         x0, labels = x_train[idx], y_train[idx]
