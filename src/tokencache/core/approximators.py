@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 
 from .config import COORDINATES  # one list for the config field and coordinate()
+from .tokens import row_index
 
 __all__ = [
     "APPROXIMATORS",
@@ -91,11 +92,6 @@ def _check_rows(idx: torch.Tensor, rows: torch.Tensor) -> None:
         )
 
 
-def _token_index(idx: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
-    """``idx`` ``(B, k)`` expanded to gather or scatter ``k`` token rows of ``held`` ``(B, *, *rest)`` on dim 1."""
-    return idx.view(*idx.shape, *([1] * (held.dim() - 2))).expand(*idx.shape, *held.shape[2:])
-
-
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Dtype for per-row arithmetic with coordinates: float32/float64 stay, half types compute in float32."""
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
@@ -150,7 +146,7 @@ class Approximator:
         Same values and the same state change as ``predict(x)``; subclasses compute only those rows.
         """
         out = self.predict(x)
-        return out.gather(1, _token_index(idx, out))
+        return out.gather(1, row_index(idx, out))
 
     @property
     def ready(self) -> bool:
@@ -206,14 +202,14 @@ class ReuseApproximator(Approximator):
     def predict_rows(self, x: float, idx: torch.Tensor) -> torch.Tensor:
         if self._value is None:
             raise RuntimeError("predict needs an update first")
-        return self._out(self._value.gather(1, _token_index(idx, self._value)))
+        return self._out(self._value.gather(1, row_index(idx, self._value)))
 
     def update_rows(self, x: float, idx: torch.Tensor, rows: torch.Tensor) -> None:
         _check_rows(idx, rows)
         if self._value is None:
             raise RuntimeError("update_rows needs a full update first")
         v = self._value
-        v.scatter_(1, _token_index(idx, rows), rows.to(v.dtype))
+        v.scatter_(1, row_index(idx, rows), rows.to(v.dtype))
 
     @property
     def ready(self) -> bool:
@@ -351,9 +347,9 @@ class TaylorApproximator(Approximator):
             old = [c.to(od) for c in self._c]
             old_x, old_n = self._row_x, self._row_n
         else:
-            ri = _token_index(idx, new)
+            ri = row_index(idx, new)
             old = [c.gather(1, ri).to(od) for c in self._c]
-            old_x = self._row_x.gather(1, idx.unsqueeze(-1).expand(*idx.shape, k))
+            old_x = self._row_x.gather(1, row_index(idx, self._row_x))
             old_n = self._row_n.gather(1, idx)
         xs = [old_x[..., j] for j in range(k)]
         valid = [None] + [_bcast(old_n >= i, new.dim()) for i in range(1, k)]
@@ -368,7 +364,7 @@ class TaylorApproximator(Approximator):
             self._c.append(torch.zeros_like(self._c[0]))
         for c, d in zip(self._c, diffs):
             c.scatter_(1, ri, d.to(c.dtype))
-        self._row_x.scatter_(1, idx.unsqueeze(-1).expand(*idx.shape, k), new_x)
+        self._row_x.scatter_(1, row_index(idx, self._row_x), new_x)
         self._row_n.scatter_(1, idx, new_n)
 
     def predict(self, x: float) -> torch.Tensor:
@@ -383,10 +379,10 @@ class TaylorApproximator(Approximator):
             raise RuntimeError("predict needs an update first")
         c, od, row_x = self._c, self._out_dtype, self._row_x
         if idx is not None:
-            ti = _token_index(idx, c[0])
+            ti = row_index(idx, c[0])
             c = [ci.gather(1, ti) for ci in c]
             if row_x is not None:
-                row_x = row_x.gather(1, idx.unsqueeze(-1).expand(*idx.shape, row_x.shape[-1]))
+                row_x = row_x.gather(1, row_index(idx, row_x))
         if row_x is None:
             w = self._weights(x, self._xs, len(c))
         else:
@@ -557,14 +553,14 @@ class FoCaApproximator(Approximator):
         if self._a is None:
             raise RuntimeError("update_rows needs a full update first")
         if self._b is None:
-            self._a.scatter_(1, _token_index(idx, rows), rows.to(self._a.dtype))
+            self._a.scatter_(1, row_index(idx, rows), rows.to(self._a.dtype))
             return
         x = float(x)
         if x != self._xk:
             self.predict(x)
         if self._k is self._a:  # never write fresh rows into an anchor
             self._k = self._k.clone()
-        self._k.scatter_(1, _token_index(idx, rows), rows.to(self._k.dtype))
+        self._k.scatter_(1, row_index(idx, rows), rows.to(self._k.dtype))
 
 
 APPROXIMATORS: dict[str, type[Approximator]] = {

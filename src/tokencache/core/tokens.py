@@ -125,14 +125,19 @@ def select_pruned(
     return kept, src, macs
 
 
+def row_index(idx: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``idx`` ``(B, K)`` expanded (a view) to gather or scatter ``K`` rows of ``like`` ``(B, *, *rest)`` on dim 1."""
+    return idx.view(*idx.shape, *([1] * (like.dim() - 2))).expand(*idx.shape, *like.shape[2:])
+
+
 def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Rows ``idx`` (``(B, K)``) of ``x`` (``(B, N, C)``) -> ``(B, K, C)``."""
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    """Rows ``idx`` (``(B, K)``) of ``x`` (``(B, N, ...)``) -> ``(B, K, ...)``."""
+    return torch.gather(x, 1, row_index(idx, x))
 
 
 def scatter_tokens(cache: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Write ``rows`` (``(B, K, C)``) into ``cache`` (``(B, N, C)``) at ``idx`` in place; returns cache."""
-    return cache.scatter_(1, idx.unsqueeze(-1).expand(-1, -1, cache.shape[-1]), rows.to(cache.dtype))
+    """Write ``rows`` (``(B, K, ...)``) into ``cache`` (``(B, N, ...)``) at ``idx`` in place; returns cache."""
+    return cache.scatter_(1, row_index(idx, rows), rows.to(cache.dtype))
 
 
 # ================================================================================================

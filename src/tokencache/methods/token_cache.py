@@ -445,6 +445,7 @@ class TokenModuleHook(CallScopedHook):
         #: prepared after this one; and, on that reader, the hooks of the modules it reads so.
         self.reader_hook: TokenModuleHook | None = None
         self.feeder_hooks: list[TokenModuleHook] = []
+        self._narrowed_memo: tuple[Any, int | None] | None = None
         self._slot = "slot." + name
 
     # ---- token choice (eager, before the call) -------------------------------------------------
@@ -511,14 +512,21 @@ class TokenModuleHook(CallScopedHook):
         """
         if not self.feeder_hooks:
             return None
+        memo = self._narrowed_memo  # asked by each feeder's prepare and its own: plan once per step
+        if memo is not None and memo[0] is st.record:
+            return memo[1]
         early, k, n = self._plan(st)
+        out: int | None = k
         if early or k >= n:
-            return None
-        for f in self.feeder_hooks:
-            f_early, f_k, f_n = f._plan(st)
-            if f_early or f_n != n or (f_k and (f is not self.leader_hook or f_k != k)):
-                return None
-        return k
+            out = None
+        else:
+            for f in self.feeder_hooks:
+                f_early, f_k, f_n = f._plan(st)
+                if f_early or f_n != n or (f_k and (f is not self.leader_hook or f_k != k)):
+                    out = None
+                    break
+        self._narrowed_memo = (st.record, out)
+        return out
 
     def _narrow_feeders(self, st: CallState, k: int) -> None:
         """Give the skipped modules this one alone reads the rows it reads: its ``k`` fresh ones, or one row."""
@@ -526,8 +534,9 @@ class TokenModuleHook(CallScopedHook):
             idx = self.now.idx
             self.now.gathered = True  # its input is already the concatenation of those rows
         else:
-            b = st.data(self.block.name)["shape." + self.kind][0]
-            idx = torch.zeros(b, 1, dtype=torch.long, device=st.facts.get("device"))
+            b, device = st.data(self.block.name)["shape." + self.kind][0], st.facts.get("device")
+            # one zero index per (batch, device) and context, shared by every block's skipped feeders
+            idx = st.get(("token.row0", b, str(device)), lambda: torch.zeros(b, 1, dtype=torch.long, device=device))
         for f in self.feeder_hooks:
             if f.now.mode == "skip":
                 f.now.out = st.objects[f._slot].predict_rows(st.x, idx)
@@ -660,7 +669,7 @@ class TokenModuleHook(CallScopedHook):
         if out is None:  # its sole reader reads just these rows
             now.rows = rows
             return rows
-        out.scatter_(1, idx.view(*idx.shape, *([1] * (rows.dim() - 2))).expand(rows.shape), rows.to(out.dtype))
+        T.scatter_tokens(out, idx, rows)
         if not now.inplace:
             now.rows = rows
         return out
