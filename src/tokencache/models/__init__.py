@@ -156,10 +156,7 @@ class ModelAdapter:
 
     def roles_of(self, block: torch.nn.Module) -> dict[str, str]:
         """Role -> attribute of the token-level modules of ``block``'s class."""
-        for cls in type(block).__mro__:
-            if cls.__name__ in self.block_roles:
-                return self.block_roles[cls.__name__]
-        return self.roles
+        return _by_class(self.block_roles, block, self.roles)
 
     def block_modules(self, block: torch.nn.Module) -> list[tuple[str, str, torch.nn.Module]]:
         """``(role, attribute, module)`` of the token-level modules a block has, in role order."""
@@ -172,10 +169,7 @@ class ModelAdapter:
 
     def sole_readers_of(self, block: torch.nn.Module) -> dict[str, str]:
         """Role -> the role that alone reads its output, row by row, in ``block``'s class (see :attr:`sole_readers`)."""
-        for cls in type(block).__mro__:
-            if cls.__name__ in self.sole_readers:
-                return self.sole_readers[cls.__name__]
-        return {}
+        return _by_class(self.sole_readers, block, {})
 
     def norms_of(self, block: torch.nn.Module) -> dict[str, list[torch.nn.Module]]:
         """Role -> the norm modules only that role reads (see :attr:`input_norms`), those ``block`` has."""
@@ -219,6 +213,14 @@ def _load() -> None:
         _loaded = True
         for name in _FAMILY_MODULES:
             importlib.import_module(f"{__name__}.{name}")
+
+
+def _by_class(table: dict[str, Any], block: torch.nn.Module, default: Any) -> Any:
+    """The entry of ``table`` for the nearest class of ``block`` (by name, along its MRO), else ``default``."""
+    for cls in type(block).__mro__:
+        if cls.__name__ in table:
+            return table[cls.__name__]
+    return default
 
 
 def _is_named(cls: type, names: tuple[str, ...]) -> bool:
