@@ -232,3 +232,33 @@ def test_flux_single_blocks_produce_only_the_rows_proj_out_reads(cfg, monkeypatc
             tc.remove(pipe)
         assert set(act) == {n}  # without the declaration every row is forecast and activated
     assert torch.equal(narrow, plain)
+
+
+def test_flux_single_blocks_plan_each_step_once_per_reader(monkeypatch):
+    """``proj_out``'s plan (``narrowed``) is asked by each of its feeders' prepares and its own; it is evaluated
+    once per step and reader, the other asks read the memo."""
+    from mmdit_pipes import flux_pipe
+    from test_mmdit import FLUX_KW, _call
+    from tokencache.methods.token_cache import TokenModuleHook
+
+    asks: dict[tuple[int, int], list] = {}
+    evaluated: dict[tuple[int, int], int] = {}
+    original = TokenModuleHook.narrowed
+
+    def spy(self, st):
+        key = (id(self), id(st.record))
+        asks.setdefault(key, [self, st.record, 0])[2] += 1  # holds the record: its id stays unique
+        memo = self._narrowed_memo
+        if self.feeder_hooks and (memo is None or memo[0] is not st.record):
+            evaluated[key] = evaluated.get(key, 0) + 1
+        return original(self, st)
+
+    monkeypatch.setattr(TokenModuleHook, "narrowed", spy)
+    pipe = flux_pipe()
+    tc.apply(pipe, tc.ToCaConfig.preset("fast"))
+    try:
+        _call(pipe, **FLUX_KW)
+    finally:
+        tc.remove(pipe)
+    assert evaluated and set(evaluated.values()) == {1}
+    assert all(asks[key][2] >= 2 for key in evaluated)  # asked again by a feeder: the memo answered
