@@ -2,7 +2,8 @@
 
 On a trained reference model (``tokencache.zoo``), every candidate (our methods with reuse and with
 forecasts, and each peer over a grid of its main knobs) generates the same ``--seeds`` x ``--per-seed``
-images (``--per-seed / 10`` per digit, one noise seed per batch), 50 DDIM steps (FLUX: Euler), CFG 3:
+images (``--per-seed / 10`` per digit, one noise seed per batch), 50 DDIM steps (FLUX, Wan: Euler), CFG 3
+(Wan: clips, PSNR over every frame, FD and accuracy on the middle frame):
 
 * **fidelity**: PSNR against the uncached images of the same seed, per seed (mean and spread shown);
 * **distribution**: FD in the digit classifier's features, all seeds' images against the real test
@@ -50,6 +51,7 @@ from tokencache.metrics import frechet_distance, psnr
 from tokencache.search import shipped_strategies
 from tokencache.zoo.data import load_digits_split
 from tokencache.zoo.evaluate import GLYPH_REFERENCE
+from tokencache.zoo.wan import MIDDLE_FRAME
 
 SPEEDS = (1.5, 2.0, 3.0, 4.0)
 
@@ -131,7 +133,7 @@ def transformer_candidates(family: str, steps: int, quick: bool, grid: str = "fu
         peers += [Candidate(f"cache-dit DBCache ({cal})", f"t={t}", False,
                             peer=f"peer:cache-dit:threshold={t}:calibrator={cal}:warmup=3")
                   for t in (0.2, 0.4, 0.8)]
-    if family.startswith(("dit", "pixart", "flux")):  # the scale study's token-level curves
+    if family.startswith(("dit", "pixart", "flux", "wan")):  # the scale study's token-level curves
         ours += scale_candidates()
     if grid == "core":
         token_curves = {c.curve for c in scale_candidates()} | {"tokencache DuCa + Taylor 1"}
@@ -208,13 +210,18 @@ def _interleave(a: list[Candidate], b: list[Candidate]) -> list[Candidate]:
     return out
 
 
+def scored(images: torch.Tensor) -> torch.Tensor:
+    """What the classifier sees: the images, or a video family's clips ``(N, F, C, H, W)`` at their middle frame."""
+    return images[:, MIDDLE_FRAME] if images.ndim == 5 else images
+
+
 def fd_of(images: torch.Tensor, clf: Any, real_feats: torch.Tensor) -> float:
-    return float(frechet_distance(clf.features(images.float()), real_feats))
+    return float(frechet_distance(clf.features(scored(images).float()), real_feats))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", required=True, choices=("unet", "dit", "pixart", "flux", *zoo.TIER2_FAMILIES))
+    ap.add_argument("--family", required=True, choices=("unet", "dit", "pixart", "flux", "wan", *zoo.TIER2_FAMILIES))
     ap.add_argument("--grid", choices=("full", "core"), default="full",
                     help="core: a trimmed grid (CORE_LABELS plus the scale study's token-level curves)")
     ap.add_argument("--steps", type=int, default=50)
@@ -269,7 +276,7 @@ def main() -> int:
         allb = torch.cat([base_out[s] for s in seeds])
         fd0 = fd_of(allb, clf, real)
         state["baseline"] = {"e2e_s": base_t, "fd": fd0, "fd_sets": [fd0, *fd_sets],
-                             "accuracy": float((clf(allb).argmax(-1) == digits).float().mean())}
+                             "accuracy": float((clf(scored(allb)).argmax(-1) == digits).float().mean())}
         torch.save(base_out, out / f".frontier_{args.family}_baseline.pt")
         state["settings"] = {"steps": args.steps, "seeds": seeds, "per_seed": args.per_seed,
                              "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name()}
@@ -311,7 +318,7 @@ def main() -> int:
             allc = torch.cat(imgs)
             row.update(e2e_s=times, psnr=psnrs, fd=fd_of(allc, clf, real), macs_ratio=macs[0] if macs else None,
                        cache_bytes=max(cache) if cache else None,
-                       accuracy=float((clf(allc).argmax(-1) == digits).float().mean()))
+                       accuracy=float((clf(scored(allc)).argmax(-1) == digits).float().mean()))
         except Exception as e:  # an error row, never a silent skip
             row["error"] = f"{type(e).__name__}: {e}"
         rows[c.key] = row
@@ -398,7 +405,9 @@ def report(state: dict, family: str, out: Path, suffix: str = "") -> dict:
     b_t = base["e2e_s"]
     resumed = "".join(f"; resumed run {k}: {statistics.median(t):.2f} s, median of {len(t)}, its rows' speedups "
                       "are against it" for k, t in enumerate(base.get("resumed", []), 1) if t)
-    solver = "Euler steps (flow matching), true CFG 3" if family.startswith("flux") else "DDIM steps, CFG 3"
+    solver = ("Euler steps (flow matching), true CFG 3" if family.startswith("flux") else
+              "Euler steps (flow matching), CFG 3 per branch, 5-frame clips (PSNR over every frame, FD and accuracy "
+              "on the middle frame)" if family == "wan" else "DDIM steps, CFG 3")
     lines = [f"**Fair protocol, reference {family}** ({st['steps']} {solver}, {len(st['seeds'])} seeds x "
              f"{st['per_seed']} images = {len(st['seeds']) * st['per_seed']} per configuration, float32, "
              f"{st.get('cpu', 'CPU')} "
