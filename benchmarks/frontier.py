@@ -51,7 +51,7 @@ from tokencache.metrics import frechet_distance, psnr
 from tokencache.search import shipped_strategies
 from tokencache.zoo.data import load_digits_split
 from tokencache.zoo.evaluate import GLYPH_REFERENCE
-from tokencache.zoo.wan import MIDDLE_FRAME
+from tokencache.zoo.wan import classified_frame
 
 SPEEDS = (1.5, 2.0, 3.0, 4.0)
 
@@ -210,13 +210,8 @@ def _interleave(a: list[Candidate], b: list[Candidate]) -> list[Candidate]:
     return out
 
 
-def scored(images: torch.Tensor) -> torch.Tensor:
-    """What the classifier sees: the images, or a video family's clips ``(N, F, C, H, W)`` at their middle frame."""
-    return images[:, MIDDLE_FRAME] if images.ndim == 5 else images
-
-
 def fd_of(images: torch.Tensor, clf: Any, real_feats: torch.Tensor) -> float:
-    return float(frechet_distance(clf.features(scored(images).float()), real_feats))
+    return float(frechet_distance(clf.features(classified_frame(images).float()), real_feats))
 
 
 def main() -> int:
@@ -276,7 +271,7 @@ def main() -> int:
         allb = torch.cat([base_out[s] for s in seeds])
         fd0 = fd_of(allb, clf, real)
         state["baseline"] = {"e2e_s": base_t, "fd": fd0, "fd_sets": [fd0, *fd_sets],
-                             "accuracy": float((clf(scored(allb)).argmax(-1) == digits).float().mean())}
+                             "accuracy": float((clf(classified_frame(allb)).argmax(-1) == digits).float().mean())}
         torch.save(base_out, out / f".frontier_{args.family}_baseline.pt")
         state["settings"] = {"steps": args.steps, "seeds": seeds, "per_seed": args.per_seed,
                              "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name()}
@@ -318,7 +313,7 @@ def main() -> int:
             allc = torch.cat(imgs)
             row.update(e2e_s=times, psnr=psnrs, fd=fd_of(allc, clf, real), macs_ratio=macs[0] if macs else None,
                        cache_bytes=max(cache) if cache else None,
-                       accuracy=float((clf(scored(allc)).argmax(-1) == digits).float().mean()))
+                       accuracy=float((clf(classified_frame(allc)).argmax(-1) == digits).float().mean()))
         except Exception as e:  # an error row, never a silent skip
             row["error"] = f"{type(e).__name__}: {e}"
         rows[c.key] = row

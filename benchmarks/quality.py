@@ -25,7 +25,7 @@ import tokencache as tc
 from tokencache import zoo
 from tokencache.metrics import class_accuracy, psnr
 from tokencache.search import shipped_strategies
-from tokencache.zoo.wan import MIDDLE_FRAME
+from tokencache.zoo.wan import classified_frame
 
 
 def sweeps(family: str) -> dict[str, list[tuple[str, tc.config.BaseConfig]]]:
@@ -63,7 +63,7 @@ def timed_sample(family, pipe, digits, steps):
 
 def accuracy(family, img, digits, clf) -> float:
     """Class accuracy; for a clip, of its middle frame (the unshifted one, as ``zoo.evaluate`` scores it)."""
-    return class_accuracy(img[:, MIDDLE_FRAME] if family in zoo.VIDEO_FAMILIES else img, digits, clf)
+    return class_accuracy(classified_frame(img), digits, clf)
 
 
 def main() -> None:

@@ -100,13 +100,13 @@ def test_the_flux_pair_has_the_token_level_curves_and_its_packed_shapes():
 def test_wan_clips_are_scored_on_their_middle_frame_and_get_the_token_level_curves():
     import torch
 
-    from tokencache.zoo.wan import MIDDLE_FRAME
+    from tokencache.zoo.wan import MIDDLE_FRAME, classified_frame
 
     fr = _bench_module("frontier")
     clips = torch.rand(2, 5, 3, 4, 4)
-    assert torch.equal(fr.scored(clips), clips[:, MIDDLE_FRAME])
+    assert torch.equal(classified_frame(clips), clips[:, MIDDLE_FRAME])
     images = torch.rand(2, 3, 4, 4)
-    assert fr.scored(images) is images
+    assert classified_frame(images) is images
     curves = {c.curve for c in fr.transformer_candidates("wan", 50, False, "core")}
     assert {"ToCa (reuse)", "DuCa (reuse)", "FORA-like (reuse)", "TaylorSeer"} <= curves
 

@@ -24,7 +24,7 @@ from tokencache.metrics.fid import frechet_distance
 from .data import load_digits_split
 from .glyphs import NUM_CLASSES, glyph_split
 from .pipelines import ALL_FAMILIES, FAMILIES, VIDEO_FAMILIES, family_tier, load, load_classifier, sample
-from .wan import MIDDLE_FRAME
+from .wan import MIDDLE_FRAME, classified_frame
 
 GLYPH_REFERENCE = {"seed": 0, "per_font": 8, "test_per_font": 8}
 """The real glyphs FD is measured against (`glyph_split(**GLYPH_REFERENCE)`: 3328 train, 1040 test)."""
@@ -66,7 +66,7 @@ def evaluate(
     images = sample(family, pipe, digits, seed, num_inference_steps, guidance_scale,
                     output="clips" if video else None)
     seconds = time.perf_counter() - start
-    clips, images = (images, images[:, MIDDLE_FRAME]) if video else (None, images)
+    clips, images = (images if video else None), classified_frame(images)
     labels = torch.tensor(digits)
     correct = clf(images).argmax(-1) == labels
     if tier == 1:

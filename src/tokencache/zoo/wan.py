@@ -65,6 +65,12 @@ WAN_CONFIG: dict[str, Any] = {
 SCHEDULER_CONFIG: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}
 
 
+def classified_frame(x: torch.Tensor) -> torch.Tensor:
+    """What the glyph classifier scores: images ``(N, C, H, W)`` as they are, clips ``(N, F, C, H, W)`` at
+    :data:`MIDDLE_FRAME` (the frame the clip's digit is unshifted in)."""
+    return x[:, MIDDLE_FRAME] if x.ndim == 5 else x
+
+
 def latent_frames(num_frames: int = NUM_FRAMES) -> int:
     """Latent frames of a ``1 + 4k``-frame clip (Wan's ``(F - 1) // 4 + 1``)."""
     return (num_frames - 1) // TEMPORAL_SCALE + 1

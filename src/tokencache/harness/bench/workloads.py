@@ -101,7 +101,7 @@ def reference_workload(
     """
     from ... import zoo
     from ...metrics import class_accuracy
-    from ...zoo.wan import MIDDLE_FRAME
+    from ...zoo.wan import classified_frame
 
     pipe = zoo.load(family, device=device, dtype=dtype) if pipe is None else pipe
     tier = zoo.family_tier(family)
@@ -114,7 +114,7 @@ def reference_workload(
                           output="video" if video else "images")
 
     def score(images: torch.Tensor) -> float:
-        return class_accuracy(images[:, MIDDLE_FRAME] if video else images, digits, classifier)
+        return class_accuracy(classified_frame(images), digits, classifier)
 
     return Workload(denoiser_of(pipe), generate, images=batch, steps=steps,
                     cfg=guidance > 1.0, pipe=pipe, scheduler=pipe.scheduler, data_range=1.0, score=score)
