@@ -54,6 +54,15 @@ from tokencache.zoo.evaluate import GLYPH_REFERENCE
 from tokencache.zoo.wan import classified_frame
 
 SPEEDS = (1.5, 2.0, 3.0, 4.0)
+#: the sampler each family's report names (tier-2 names drop their "2")
+SOLVERS = {
+    "unet": "DDIM steps, CFG 3",
+    "dit": "DDIM steps, CFG 3",
+    "pixart": "DDIM steps, CFG 3",
+    "flux": "Euler steps (flow matching), true CFG 3",
+    "wan": "Euler steps (flow matching), CFG 3 per branch, 5-frame clips (PSNR over every frame, FD and accuracy "
+           "on the middle frame)",
+}
 
 
 @dataclass
@@ -400,9 +409,7 @@ def report(state: dict, family: str, out: Path, suffix: str = "") -> dict:
     b_t = base["e2e_s"]
     resumed = "".join(f"; resumed run {k}: {statistics.median(t):.2f} s, median of {len(t)}, its rows' speedups "
                       "are against it" for k, t in enumerate(base.get("resumed", []), 1) if t)
-    solver = ("Euler steps (flow matching), true CFG 3" if family.startswith("flux") else
-              "Euler steps (flow matching), CFG 3 per branch, 5-frame clips (PSNR over every frame, FD and accuracy "
-              "on the middle frame)" if family == "wan" else "DDIM steps, CFG 3")
+    solver = SOLVERS[family.rstrip("2")]
     lines = [f"**Fair protocol, reference {family}** ({st['steps']} {solver}, {len(st['seeds'])} seeds x "
              f"{st['per_seed']} images = {len(st['seeds']) * st['per_seed']} per configuration, float32, "
              f"{st.get('cpu', 'CPU')} "

@@ -243,6 +243,34 @@ def test_text_stream_policies_on_flux():
     assert default["ff_out"] == pytest.approx(default["ff"], abs=0.05)  # proj_out follows proj_mlp
 
 
+@pytest.mark.parametrize("name", ["flux", "sd3", "qwen-image"])
+@pytest.mark.parametrize("forecast", ["none", "taylor"])
+def test_the_text_stream_policy_never_changes_the_image(pipes, name, forecast):
+    """On a ToCa partial step every joint attention comes from its approximator and the feed-forwards work
+    token by token, so no text row reaches an image row before the next full step recomputes everything:
+    the three ``ff_context`` policies give bit-identical images, and reusing the text stream whole costs the
+    fewest MACs. The image stream's policy does change the image (the comparison can tell)."""
+    pipe, kw = _pipe(pipes, name), CASES[name][1]
+    base = dict(interval=3, fresh_ratio=0.3, forecast=forecast)
+
+    def run(cfg):
+        tc.apply(pipe, cfg)
+        try:
+            out = _call(pipe, **kw)
+            return out, tc.summary(pipe).macs_ratio
+        finally:
+            tc.remove(pipe)
+
+    own, own_macs = run(tc.ToCaConfig(**base))
+    reused, reused_macs = run(tc.ToCaConfig(**base, partial_modules=["attn2", "ff"]))
+    weights = {**tc.ToCaConfig(**base).module_weights, "ff_context": 100.0}  # the image stream's unchanged
+    every, every_macs = run(tc.ToCaConfig(**base, module_weights=weights))
+    image_reused, _ = run(tc.ToCaConfig(**base, partial_modules=["attn2", "ff_context"]))
+    assert torch.equal(reused, own) and torch.equal(every, own)
+    assert reused_macs < own_macs < every_macs
+    assert not torch.equal(image_reused, own)
+
+
 def test_flux_single_block_proj_out_recomputes_the_rows_proj_mlp_chose(monkeypatch):
     from tokencache.methods import token_cache
 
