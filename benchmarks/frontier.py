@@ -43,6 +43,7 @@ import torch
 
 import tokencache as tc
 from tokencache import zoo
+from tokencache.cli import quiet_notices
 from tokencache.harness.bench import reference_workload
 from tokencache.harness.bench.runner import Runs
 from tokencache.harness.frontier import compare_at, pareto_front
@@ -239,17 +240,24 @@ def main() -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
+    quiet_notices()  # as the CLI: PixArt's clean_caption notice once per batch drowns the progress
     if args.seeds < 3 and not args.quick:
         raise SystemExit(f"--seeds={args.seeds} is invalid; allowed: >= 3 (the protocol shows the spread)")
     tier = zoo.family_tier(args.family)
     classes = 10 if tier == 1 else len(zoo.CLASSES)
     if args.per_seed % classes:
         raise SystemExit(f"--per-seed={args.per_seed} is invalid; allowed: a multiple of {classes} (balanced classes)")
-    torch.set_grad_enabled(False)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"frontier_{args.family}{'_quick' if args.quick else ''}.json"
     state: dict[str, Any] = json.loads(path.read_text()) if args.resume and path.exists() else {}
+    if state:  # a resumed run must sample what the rows it extends sampled
+        done = state["settings"]
+        for flag, asked, ran in (("steps", args.steps, done["steps"]), ("seeds", args.seeds, len(done["seeds"])),
+                                 ("per-seed", args.per_seed, done["per_seed"])):
+            if asked != ran:
+                raise SystemExit(f"--{flag}={asked} is invalid with --resume; allowed: {ran} (what {path} ran with)")
+    torch.set_grad_enabled(False)  # after the argument checks: a refused call leaves the caller's mode alone
     make = unet_candidates if args.family.startswith("unet") else transformer_candidates
     cands = make(args.family, args.steps, args.quick, args.grid)
     if args.only:

@@ -23,6 +23,7 @@ import torch
 
 import tokencache as tc
 from tokencache import zoo
+from tokencache.cli import quiet_notices
 from tokencache.metrics import class_accuracy, psnr
 from tokencache.search import shipped_strategies
 from tokencache.zoo.wan import classified_frame
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per config (median)")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
+    quiet_notices()  # as the CLI: PixArt's clean_caption notice once per batch drowns the progress
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}

@@ -71,6 +71,25 @@ def test_resumed_rows_are_timed_against_their_own_baselines():
     assert fr.baseline_times({"run": 0}, base) is base["e2e_s"]
 
 
+def test_resume_refuses_other_seeds_or_batch_than_the_rows_it_extends(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    import torch
+
+    fr = _bench_module("frontier")
+    done = {"steps": 50, "seeds": [0, 1, 2], "per_seed": 20, "threads": 1}
+    (tmp_path / "frontier_dit.json").write_text(json.dumps({"settings": done, "baseline": {}, "rows": {}}))
+    common = ["frontier.py", "--family", "dit", "--resume", "--out", str(tmp_path)]
+    for extra, msg in ((["--seeds", "5", "--per-seed", "20"], "--seeds=5 is invalid with --resume; allowed: 3"),
+                       (["--seeds", "3", "--per-seed", "30"], "--per-seed=30 is invalid with --resume; allowed: 20"),
+                       (["--seeds", "3", "--per-seed", "20", "--steps", "20"], "--steps=20 is invalid")):
+        monkeypatch.setattr(sys, "argv", common + extra)
+        with pytest.raises(SystemExit, match=msg):
+            fr.main()
+    assert torch.is_grad_enabled()  # a refused call must not switch autograd off for the rest of the process
+
+
 def test_core_grid_keeps_the_scale_study_curves_and_trims_the_rest():
     fr = _bench_module("frontier")
     full = fr.transformer_candidates("dit2", 50, False)
