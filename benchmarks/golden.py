@@ -1,6 +1,7 @@
 """Golden outputs of every preset (and the main non-default options) on the reference models and tiny pipelines.
 
-Record them before a refactor, compare after: every output must equal its golden within ``--atol``.
+Record them before a refactor, compare after: every output must equal its golden within ``--atol``
+(``--atol 0``: bit for bit). The bare tiny transformers come first and take seconds.
 
     .venv/bin/python benchmarks/golden.py record --out /tmp/golden.pt
     .venv/bin/python benchmarks/golden.py compare --out /tmp/golden.pt
@@ -104,9 +105,80 @@ def _pipelines():
     yield "tiny-pixart", "dit", pix, run_pix
 
 
+BARE_STEPS = 12
+
+
+def _bare_variants():
+    """Bare tiny transformers (DiT, PixArt, FLUX, SD3) called step by step under many option variants.
+
+    Cheaper than pipelines, so they cover what the presets leave out: every forecast (Taylor orders 1-3,
+    Hermite, FoCa), every score, a spatial grid that does not divide the token grid, unshared CFG selection,
+    bf16 caches, the authors' schedules and the MMDiT streams; each model is called twice per variant (the
+    second call checks the reset).
+    """
+    from mmdit_tiny import flux_inputs, sd3_inputs, tiny_flux, tiny_sd3
+    from test_dit import tiny_dit, tiny_pixart
+
+    def dit_call(m):
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(2, 4, 16, 16, generator=g), torch.tensor([1, 1000])
+        return [m(x + 0.1 * i, timestep=torch.tensor([900 - 70 * i] * 2), class_labels=y).sample
+                for i in range(BARE_STEPS)]
+
+    def pixart_call(m):
+        g = torch.Generator().manual_seed(0)
+        x, c = torch.randn(1, 4, 12, 12, generator=g), torch.randn(2, 5, 24, generator=g)
+        x = torch.cat([x, x])  # a CFG batch: equal latent halves
+        return [m(x + 0.1 * i, encoder_hidden_states=c, timestep=torch.tensor([900 - 70 * i] * 2),
+                  added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample for i in range(BARE_STEPS)]
+
+    def mmdit_call(inputs, t0, dt):
+        def call(m):
+            args, kw = inputs(2, torch.Generator().manual_seed(0))
+            return [m(args[0] + 0.1 * i, timestep=torch.tensor([t0 - dt * i] * 2), **kw).sample
+                    for i in range(BARE_STEPS)]
+        return call
+
+    T, D, F = tc.ToCaConfig, tc.DuCaConfig, tc.FORAConfig
+    yield "bare-dit", lambda: tiny_dit(3), dit_call, {
+        "fora:taylor2": F(interval=3, forecast="taylor", forecast_order=2),
+        "toca:reuse": T.preset("balanced", forecast="none"), "toca:grid3": T.preset("balanced", spatial_grid=3),
+        "toca:attention": T.preset("fast", score="attention"), "toca:random": T.preset("fast", score="random"),
+        "toca:taylor2": T.preset("fast", forecast_order=2),
+        "toca:taylor3": T.preset("fast", forecast_order=3, first_full_steps=1),
+        "toca:hermite2": T.preset("fast", forecast="hermite", forecast_order=2),
+        "toca:foca": T.preset("fast", forecast="foca"), "toca:unshared": T.preset("fast", share_cfg_selection=False),
+        "toca:bf16-cache": T.preset("fast", cache_dtype="bfloat16"), "toca:paper-dit": T.preset("paper-dit"),
+        "duca:reuse": D.preset("fast", forecast="none"),
+    }
+    yield "bare-pixart", tiny_pixart, pixart_call, {
+        "toca:entropy": T.preset("fast", score="cross_entropy"), "toca:paper-pixart": T.preset("paper-pixart"),
+        "toca:entropy-reuse": T.preset("fast", score="cross_entropy", forecast="none"),
+        "toca:attn1": T.preset("fast", partial_modules=["attn1", "attn2", "ff"]), "duca:fast": D.preset("fast"),
+    }
+    yield "bare-flux", lambda: tiny_flux(2, 2), mmdit_call(flux_inputs, 0.9, 0.07), {
+        "toca:fast": T.preset("fast"), "duca:balanced": D.preset("balanced"), "fora:fast": F.preset("fast"),
+        "toca:reuse": T.preset("fast", forecast="none"),
+    }
+    yield "bare-sd3", lambda: tiny_sd3(3), mmdit_call(sd3_inputs, 900, 70), {
+        "toca:fast": T.preset("fast"), "duca:fast": D.preset("fast"),
+    }
+
+
 def collect() -> dict[str, dict]:
     out: dict[str, dict] = {}
     torch.manual_seed(0)
+    for mname, make, call, variants in _bare_variants():
+        model = make()
+        for vname, cfg in variants.items():
+            tc.apply(model, cfg, num_inference_steps=BARE_STEPS, cfg=True)
+            try:
+                with torch.no_grad():
+                    for n in (1, 2):
+                        out[f"{mname}/{vname}/call{n}"] = {"out": torch.stack(call(model))}
+            finally:
+                tc.remove(model)
+        print(mname, "done", flush=True)
     for pname, kind, pipe, run in _pipelines():
         with torch.no_grad():
             out[f"{pname}/baseline"] = {"out": run()}

@@ -237,7 +237,9 @@ def test_clear_resets_and_nbytes_counts_exactly(kind):
     assert ap.nbytes() == expected
     if kind in ("taylor", "hermite"):
         ap.update_rows(4.0, torch.tensor([[0], [1]]), torch.zeros(2, 1, 3))
-        assert ap.nbytes() == 3 * elem + math.prod(SHAPE[:2]) * (3 * 8 + 1)  # float64 coordinates, int8 counts
+        # float64 coordinates x_0, x_1 per row; no per-row counts: every row already holds order 2
+        assert ap.nbytes() == 3 * elem + math.prod(SHAPE[:2]) * 2 * 8
+        assert ap._row_n is None and ap._row_x.shape == (*SHAPE[:2], 2)
     ap.clear()
     assert not ap.ready and ap.nbytes() == 0
     ap.update(0.0, f(0.0))
@@ -425,3 +427,19 @@ def test_nbytes_counts_meta_tensors_like_real_ones():
                       torch.empty(2, 5, 4, device=device))
         sizes[device] = ap.nbytes()
     assert sizes["meta"] == sizes["cpu"] >= 3 * 2 * 5 * 4 * 4
+
+
+@pytest.mark.parametrize("kind", ["taylor", "hermite"])
+def test_differences_keep_the_value_dtype_after_per_row_updates(kind):
+    """A bfloat16 model's differences stay bfloat16 whichever update came last (the divisions run in float32)."""
+    ap = make_approximator(kind, 1)
+    f = poly(1, seed=9, dtype=torch.float32)
+    for x in (0.0, 1.0):
+        ap.update(x, f(x).bfloat16())
+    idx = torch.tensor([[0, 2], [3, 5]])
+    ap.update_rows(2.0, idx, f(2.0).bfloat16().gather(1, idx.unsqueeze(-1).expand(-1, -1, SHAPE[2])))
+    ap.update(3.0, f(3.0).bfloat16())  # a full update in per-row mode
+    assert [c.dtype for c in ap._c] == [torch.bfloat16, torch.bfloat16]
+    assert ap.predict(4.0).dtype == torch.bfloat16
+    if kind == "taylor":  # exact on lines up to bfloat16 rounding (Hermite at scale 0.5 halves the slope)
+        close(ap.predict(4.0).float(), f(4.0), tol=0.1)

@@ -316,6 +316,32 @@ def test_staleness_rotates_through_tokens(dit_pipe):
     assert not (picked[0] & picked[1]).any() and not (picked[1] & picked[2]).any()  # least recently refreshed first
 
 
+def test_the_cfg_shared_score_is_kept_until_the_next_full_step(dit_pipe, monkeypatch):
+    """The shared V-norm score is formed once per full step and block, and gives what forming it every time gives."""
+    from tokencache.methods import token_cache
+
+    cfg = tc.ToCaConfig(interval=3, fresh_ratio=0.25, module_weights={"ff": 1.0}, score="vnorm")
+    made = []
+    share = token_cache.TokenModuleHook._cfg_shared
+    hook = token_cache.TokenModuleHook
+    monkeypatch.setattr(hook, "_cfg_shared", lambda self, st, s: made.append(1) or share(self, st, s))
+
+    def images():
+        tc.apply(dit_pipe, cfg)
+        try:
+            return run_dit(dit_pipe, steps=9)
+        finally:
+            tc.remove(dit_pipe)
+
+    kept = images()
+    kept_count = len(made)
+    made.clear()
+    monkeypatch.setattr(hook, "_kept_shared", lambda self, st, data, key, s: self._cfg_shared(st, s))
+    assert (images() == kept).all()  # a kept score that outlived its full step would change the choice
+    blocks = len(dit_pipe.transformer.transformer_blocks)
+    assert kept_count == 3 * blocks and len(made) == 6 * blocks  # 3 cycles of F, P, P: once per cycle, not per step
+
+
 def test_gates_use_the_current_timestep():
     net = tiny_dit()
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -120,3 +120,31 @@ def test_flux_latents_reach_the_vae_as_the_pipeline_unpacks_them():
     current = {"t": 0.0}
     run._timestep_reader(current, tiny_flux())(None, (), {"timestep": torch.tensor([0.75])})
     assert current["t"] == pytest.approx(750.0)
+
+
+def test_the_launch_census_goes_beside_the_eager_rows(tmp_path):
+    """The committed census names the GPU run's shapes and presets; its bounds land on the eager rows only."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_run", SCRIPT)
+    run = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_run"] = run
+    try:
+        spec.loader.exec_module(run)
+    finally:
+        del sys.modules["gpu_run"]
+    bounds = run.load_census(str(ROOT / "benchmarks" / "results" / "launches" / "launches.json"))
+    for shape in ("sd15", "sdxl", "dit-xl-2", "pixart-alpha-1024", "flux-dev"):
+        assert bounds[(shape, "baseline")] == (1.0, 1.0)
+        for spec_ in run.method_specs(run.shapes_for(False)[shape].family, None):
+            assert (shape, spec_) in bounds, (shape, spec_)
+    assert run.load_census("none") == {} and run.load_census(str(tmp_path / "missing.json")) == {}
+    rows = [run.Row("dit-xl-2", "eager", "toca:fast", "method", loop_s=1.0, e2e_s=1.0),
+            run.Row("dit-xl-2", "whole", "toca:fast", "method", loop_s=1.0, e2e_s=1.0)]
+    run.attach_census(rows, bounds)
+    assert rows[0].census_launch_bound == bounds[("dit-xl-2", "toca:fast")][0] and rows[1].census_launch_bound is None
+    env = {"device_name": "x", "torch": "t", "diffusers": "d", "dtype": "bfloat16", "warmup": 1, "repeats": 3,
+           "date": "now", "elapsed_s": 1.0, "budget_s": 2.0, "shapes": []}
+    md = run.to_markdown(rows, env)
+    launch, compute = bounds[("dit-xl-2", "toca:fast")]
+    assert f"{launch:.2f}x / {compute:.2f}x" in md

@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokencache.core import tokens as T
 
@@ -84,3 +86,53 @@ def test_scatter_tokens_in_place():
     cache = torch.zeros(1, 4, 2)
     T.scatter_tokens(cache, torch.tensor([[2, 0]]), torch.tensor([[[1.0, 1.0], [2.0, 2.0]]]))
     assert cache[0, :, 0].tolist() == [2.0, 0.0, 1.0, 0.0]
+
+
+# ---- cell layouts: the few-launch spatial bonus and patch argmax, against plain loops ----------------
+
+
+def _cells_by_loops(h: int, w: int, g: int) -> list[list[int]]:
+    """Token indices of each ``g x g`` cell (row-major cells, row-major inside; cropped at the edges)."""
+    return [[y * w + x for y in range(cy, min(cy + g, h)) for x in range(cx, min(cx + g, w))]
+            for cy in range(0, h, g) for cx in range(0, w, g)]
+
+
+def _bonus_by_loops(score: torch.Tensor, h: int, w: int, g: int, bonus: float) -> torch.Tensor:
+    out = score.clone()
+    for b in range(score.shape[0]):
+        top = score[b].abs().max()
+        for cell in _cells_by_loops(h, w, g):
+            best = max(cell, key=lambda t: (score[b, t].item(), -t))  # first of equal maxima in cell order
+            out[b, best] += bonus * top
+    return out
+
+
+@given(h=st.integers(1, 9), w=st.integers(1, 9), g=st.integers(2, 4), levels=st.integers(1, 4), seed=st.integers(0, 99))
+@settings(max_examples=60, deadline=None)
+def test_spatial_bonus_and_patch_argmax_equal_plain_loops(h, w, g, levels, seed):
+    """Any grid, dividing or not, with ties (few score levels): the bonus and winners of the loops, exactly."""
+    gen = torch.Generator().manual_seed(seed)
+    score = torch.randint(-levels, levels + 1, (2, h * w), generator=gen).float() / 3
+    layout = T.cell_layout(h, w, g)
+    assert [[t for t in row if t < h * w] for row in layout.tolist()] == _cells_by_loops(h, w, g)
+    expected = _bonus_by_loops(score, h, w, g, 0.6)
+    assert torch.equal(T.spatial_bonus(score, h, w, g, 0.6), expected)
+    assert torch.equal(T.spatial_bonus(score, h, w, g, 0.6, layout), expected)
+    if h % g == 0 and w % g == 0:
+        winners = [[max(c, key=lambda t: (score[b, t].item(), -t)) for c in _cells_by_loops(h, w, g)] for b in range(2)]
+        assert T.patch_argmax(score, h, w, g, layout).tolist() == winners
+
+
+def test_spatial_bonus_and_patch_argmax_launch_the_same_few_kernels_at_every_size():
+    """They run in every partial block of every step: a fixed, small number of launches, whatever the grid."""
+    from tokencache.harness.launches import LaunchCounter
+
+    for h, w, g in ((4, 4, 2), (64, 64, 2), (6, 9, 4)):
+        score, layout = torch.randn(2, h * w), T.cell_layout(h, w, g)
+        with LaunchCounter() as c:
+            T.spatial_bonus(score, h, w, g, 0.6, layout)
+        assert c.total == (6 if h % g == 0 and w % g == 0 else 8), dict(c.ops)  # a cropped grid adds a -inf column
+        if h % g == 0 and w % g == 0:
+            with LaunchCounter() as c:
+                T.patch_argmax(score, h, w, g, layout)
+            assert c.total == 3, dict(c.ops)  # index the cells, argmax, gather the winners

@@ -224,6 +224,9 @@ class Row:
     retained_after_remove_bytes: int | None = None
     warmup_s: float | None = None
     host_syncs: dict | None = None
+    #: the kernel-launch census's bounds for this shape and config (eager rows; ``benchmarks/launches.py``)
+    census_launch_bound: float | None = None
+    census_compute_bound: float | None = None
     error: str = ""
     skipped: str = ""
     note: str = ""
@@ -604,8 +607,8 @@ def to_markdown(rows: list[Row], env: dict) -> str:
              f"only). Run {env['date']}, {env['elapsed_s']:.0f} s of a {env['budget_s']:.0f} s budget. "
              "Loop = the denoising loop (CUDA events); e2e = loop + VAE decode (no text encoder).", ""]
     cols = ["config", "loop s", "e2e s", "loop speedup", "e2e speedup", "vs eager baseline", "MACs ratio",
-            "speedup x MACs ratio", "peak MiB", "cache MiB", "held after call MiB", "held after remove MiB",
-            "host syncs (tokencache / all)", "note"]
+            "speedup x MACs ratio", "census bounds: launch / compute", "peak MiB", "cache MiB",
+            "held after call MiB", "held after remove MiB", "host syncs (tokencache / all)", "note"]
     groups: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
         groups.setdefault((r.shape, r.compile), []).append(r)
@@ -621,9 +624,11 @@ def to_markdown(rows: list[Row], env: dict) -> str:
                 lines.append(f"| {r.name} | {what} |" + " |" * (len(cols) - 2))
                 continue
             syncs = "" if r.host_syncs is None else f"{r.host_syncs['tokencache']} / {r.host_syncs['total']}"
+            bounds = "" if r.census_launch_bound is None else (
+                f"{r.census_launch_bound:.2f}x / {r.census_compute_bound:.2f}x")
             cells = [r.name, _f(r.loop_s, ".3f"), _f(r.e2e_s, ".3f"), _f(r.speedup, ".2f") + "x",
                      _f(r.e2e_speedup, ".2f") + "x", _f(r.speedup_vs_eager_baseline, ".2f") + "x",
-                     _f(r.macs_ratio, ".3f"), _f(r.speedup_per_mac_reduction, ".2f"), _mib(r.peak_mem_bytes),
+                     _f(r.macs_ratio, ".3f"), _f(r.speedup_per_mac_reduction, ".2f"), bounds, _mib(r.peak_mem_bytes),
                      _mib(r.cache_bytes), _mib(r.retained_after_call_bytes), _mib(r.retained_after_remove_bytes),
                      syncs, r.note.replace("|", "/")]
             lines.append("| " + " | ".join(cells) + " |")
@@ -691,7 +696,8 @@ def environment(args: argparse.Namespace, device: torch.device) -> dict:
             "diffusers": dver, "python": platform.python_version(), "dtype": args.dtype, "tiny": args.tiny,
             "repeats": args.repeats, "warmup": args.warmup, "budget_s": args.budget_s, "commit": commit,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "threads": torch.get_num_threads(),
-            "compile_backend": args.compile_backend, "recompile_limit": args.recompile_limit}
+            "compile_backend": args.compile_backend, "recompile_limit": args.recompile_limit,
+            "census": args.census if args.census_bounds else None}
 
 
 # ---- main --------------------------------------------------------------------------------------------
@@ -737,7 +743,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="global time guard in seconds (default 450; 300 with --tiny)")
     p.add_argument("--sync-debug", default="warn", choices=["warn", "error", "off"],
                    help="CUDA only: torch.cuda.set_sync_debug_mode for one row per method and shape")
+    p.add_argument("--census", default=str(ROOT / "benchmarks" / "results" / "launches" / "launches.json"),
+                   help="benchmarks/launches.py JSON whose launch- and compute-bound speed-ups go beside the eager "
+                        "rows ('none': leave them out)")
     args = p.parse_args(argv)
+    args.census_bounds = load_census(args.census)
     if args.repeats is None:
         args.repeats = 1 if args.tiny else 3
     if args.repeats < 1 or args.warmup < 0:
@@ -770,10 +780,33 @@ def _compiled_specs(specs: list[str], choice: str) -> list[str]:
     return out
 
 
+def load_census(path: str) -> dict[tuple[str, str], tuple[float, float]]:
+    """``(shape, config) -> (launch-bound, compute-bound)`` speed-ups from a ``benchmarks/launches.py`` JSON.
+
+    The census counts the same shapes, steps and presets on the ``meta`` device; ``"none"`` (or a missing
+    file) gives nothing. Its uncached row is the ``baseline``.
+    """
+    file = Path(path)
+    if path == "none" or not file.is_file():
+        return {}
+    rows = json.loads(file.read_text())["rows"]
+    return {(r["shape"], "baseline" if r["method"] == "none" else r["method"]): (r["launch_bound"], r["compute_bound"])
+            for r in rows}
+
+
+def attach_census(rows: list[Row], bounds: dict[tuple[str, str], tuple[float, float]]) -> None:
+    """Put the census's bounds on the eager rows it counted (same shape name and config)."""
+    for r in rows:
+        hit = bounds.get((r.shape, r.name)) if r.compile == "eager" else None
+        if hit is not None:
+            r.census_launch_bound, r.census_compute_bound = hit
+
+
 def write_outputs(runner: Runner, env: dict, args: argparse.Namespace, out: Path, plot_too: bool) -> None:
     """results.json and results.md (after every shape and mode, so a killed run leaves what it measured),
     and speed.png."""
     runner.finish()
+    attach_census(runner.rows, args.census_bounds)
     env["elapsed_s"] = runner.budget.elapsed()
     env["shapes"] = [asdict(s) | {"family": s.family, "sampler": s.sampler} for s in args.shape_objs]
     data = {"env": env, "rows": [asdict(r) for r in runner.rows]}

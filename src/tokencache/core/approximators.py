@@ -241,14 +241,16 @@ class TaylorApproximator(Approximator):
     It equals the default at order 1; at order >= 2 it is exact on no quadratic (D_1 is the backward
     difference, not the derivative at x_0) and mixes spacings when they are unequal.
 
-    Token-wise rule (``update_rows``): per-token anchors. Each token row keeps its own last ``order + 1``
-    update coordinates and its own divided differences; a fresh row at ``x`` is pushed into its own Newton
-    table exactly as a full update would (spacing ``x`` minus that row's previous coordinates), the other rows
-    are untouched. So every row's forecast stays the interpolant of that row's own computed history (exact on
-    polynomials per row), fresh rows of ``predict(x)`` equal the computed rows, and at order 0 (one update)
-    it is today's ToCa reuse-and-scatter. The per-row coordinates and counts cost ``B * N * (order + 2)``
-    scalars, allocated at the first ``update_rows``. As with reuse, ``c_0`` is the updated tensor itself (no
-    copy unless ``dtype`` differs) and ``update_rows`` writes the fresh rows into it in place.
+    Token-wise rule (``update_rows``): per-token anchors. Each token row keeps its own divided differences
+    and the coordinates of its last ``order`` updates (the oldest anchor's coordinate is never read); a
+    fresh row at ``x`` is pushed into its own Newton table exactly as a full update would (spacing ``x``
+    minus that row's previous coordinates), the other rows are untouched. So every row's forecast stays the
+    interpolant of that row's own computed history (exact on polynomials per row), fresh rows of
+    ``predict(x)`` equal the computed rows, and at order 0 (one update) it is today's ToCa
+    reuse-and-scatter. The per-row coordinates cost ``B * N * order`` scalars, allocated at the first
+    ``update_rows`` (plus ``B * N`` per-row counts when fewer than ``order`` updates preceded it).
+    As with reuse, ``c_0`` is the updated tensor itself (no copy unless ``dtype`` differs) and
+    ``update_rows`` writes the fresh rows into it in place.
 
     The alternative, not implemented: differences refreshed only by full updates, fresh rows only overwriting
     the step's output; it forgets fresh rows at the next step. Writing them into ``D_0`` only (TaylorSeer-FLUX's
@@ -274,15 +276,18 @@ class TaylorApproximator(Approximator):
     def clear(self) -> None:
         self._c: list[torch.Tensor] = []  # c_0..c_m (stored dtype)
         self._xs: list[float] = []  # coordinates of the last updates, newest first (shared by every row)
-        self._row_x: torch.Tensor | None = None  # (B, N, order + 1) per-row coordinates, newest first
-        self._row_n: torch.Tensor | None = None  # (B, N) number of valid differences per row
+        # per-row coordinates (B, N, order), newest first: the spacings and the basis read x_0..x_{order-1}
+        self._row_x: torch.Tensor | None = None
+        # (B, N) number of valid differences per row; None while every row holds at least ``order`` (then
+        # every difference the recursion forms is valid: no mask to keep or apply)
+        self._row_n: torch.Tensor | None = None
 
     @property
     def ready(self) -> bool:
         return bool(self._c)
 
     def _tensors(self) -> list[torch.Tensor]:
-        extra = [] if self._row_x is None else [self._row_x, self._row_n]
+        extra = [t for t in (self._row_x, self._row_n) if t is not None]
         return [*self._c, *extra]
 
     # -- the difference recursion and the basis, shared by both modes (float or per-row tensor coordinates)
@@ -294,8 +299,8 @@ class TaylorApproximator(Approximator):
         """Basis values w_0..w_{m-1} at x for anchors xs (newest first)."""
         w: list[Any] = [1.0]
         for i in range(1, m):
-            if self.scheme == "newton":
-                w.append(w[-1] * (x - xs[i - 1]))
+            if self.scheme == "newton":  # (w_0 = 1 is not multiplied: one kernel less per forecast)
+                w.append((x - xs[0]) if i == 1 else w[-1] * (x - xs[i - 1]))
             else:
                 w.append((x - xs[0]) ** i / math.factorial(i))
         return w
@@ -332,40 +337,52 @@ class TaylorApproximator(Approximator):
             raise RuntimeError("update_rows needs a full update first")
         if self._row_x is None:  # switch to per-row anchors: every row shares the history so far
             ref = self._c[0]
-            n, k = ref.shape[:2], self.order + 1
-            coords = self._xs + [self._xs[-1]] * (k - len(self._xs))
+            n, k = ref.shape[:2], self.order
+            coords = (self._xs + [self._xs[-1]] * k)[:k]
             cdt = torch.float32 if ref.device.type == "mps" else torch.float64
             self._row_x = torch.tensor(coords, dtype=cdt, device=ref.device).expand(*n, k).contiguous()
-            self._row_n = torch.full(n, len(self._c), dtype=torch.int8, device=ref.device)
+            if len(self._c) < self.order:  # some difference may be missing in a row: count them per row
+                self._row_n = torch.full(n, len(self._c), dtype=torch.int8, device=ref.device)
         self._update_per_row(float(x), idx, rows)
 
     def _update_per_row(self, x: float, idx: torch.Tensor | None, new: torch.Tensor) -> None:
         """Push (x, new) into the rows ``idx`` (all rows if None) of the per-row Newton tables."""
         od = self._out_dtype
-        k = self.order + 1
+        k, row_n = self.order, self._row_n
         if idx is None:
             old = [c.to(od) for c in self._c]
-            old_x, old_n = self._row_x, self._row_n
+            old_x, old_n = self._row_x, row_n
         else:
             ri = row_index(idx, new)
-            old = [c.gather(1, ri).to(od) for c in self._c]
+            # the recursion reads c_0 .. c_{order-1} only: the highest difference is replaced, never read
+            old = [c.gather(1, ri).to(od) for c in self._c[:k]]
             old_x = self._row_x.gather(1, row_index(idx, self._row_x))
-            old_n = self._row_n.gather(1, idx)
+            old_n = None if row_n is None else row_n.gather(1, idx)
         xs = [old_x[..., j] for j in range(k)]
-        valid = [None] + [_bcast(old_n >= i, new.dim()) for i in range(1, k)]
+        valid = [None] * (k + 1) if old_n is None else [None] + [_bcast(old_n >= i, new.dim()) for i in range(1, k + 1)]
         diffs = self._push(x, new.to(od), old, xs, valid)
-        new_x = torch.cat([torch.full_like(old_x[..., :1], x), old_x[..., :-1]], dim=-1)
-        new_n = (old_n + 1).clamp_(max=k)
+        # the new coordinate first, the older ones shift by one (order 1 with rows: written as a scalar below)
+        new_x = None
+        if k > 1 or idx is None:
+            new_x = torch.full_like(old_x[..., :1], x)
+            new_x = torch.cat([new_x, old_x[..., :-1]], dim=-1) if k > 1 else new_x
+        new_n = None if old_n is None else (old_n + 1).clamp_(max=k + 1)
         if idx is None:
-            self._c = [self._store(c) for c in diffs]
+            # differences divided in float32 are stored in the value's dtype like the shared-history ones (or the
+            # storage dtype): a bfloat16 model keeps bfloat16 differences whichever update came last
+            self._c = [self._store(c) if self.dtype is not None else c.to(od) for c in diffs]
             self._row_x, self._row_n = new_x, new_n
             return
         if len(diffs) > len(self._c):  # a new order appears: zero for rows that have not got it
             self._c.append(torch.zeros_like(self._c[0]))
         for c, d in zip(self._c, diffs):
             c.scatter_(1, ri, d.to(c.dtype))
-        self._row_x.scatter_(1, row_index(idx, self._row_x), new_x)
-        self._row_n.scatter_(1, idx, new_n)
+        if k == 1:  # the one coordinate is x itself
+            self._row_x.scatter_(1, row_index(idx, self._row_x), x)
+        else:
+            self._row_x.scatter_(1, row_index(idx, self._row_x), new_x)
+        if row_n is not None:
+            row_n.scatter_(1, idx, new_n)
 
     def predict(self, x: float) -> torch.Tensor:
         return self._forecast(float(x), None)
@@ -386,7 +403,7 @@ class TaylorApproximator(Approximator):
         if row_x is None:
             w = self._weights(x, self._xs, len(c))
         else:
-            xs = [row_x[..., j] for j in range(self.order + 1)]
+            xs = [row_x[..., j] for j in range(self.order)]
             wdt = _compute_dtype(od)
             w = [1.0] + [_bcast(wi, c[0].dim()).to(wdt) for wi in self._weights(x, xs, len(c))[1:]]
         out = c[0] if c[0].dtype == od else self._out(c[0])

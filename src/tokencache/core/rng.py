@@ -15,7 +15,10 @@ class SeededNoise:
     def clear(self) -> None:
         self._gen = None
 
-    def get(self, device: torch.device) -> torch.Generator:
+    def get(self, device: torch.device) -> torch.Generator | None:
+        """The generator of ``device``; ``None`` on the ``meta`` device (its tensors hold no values to draw)."""
+        if torch.device(device).type == "meta":
+            return None
         if self._gen is None or self._gen.device != device:
             self._gen = torch.Generator(device=device).manual_seed(self.seed)
         return self._gen

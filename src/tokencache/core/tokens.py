@@ -46,13 +46,56 @@ def check_grid(h: int, w: int, s: int) -> None:
         )
 
 
-def patch_argmax(score: torch.Tensor, h: int, w: int, s: int) -> torch.Tensor:
+def cell_layout(h: int, w: int, grid: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Flat token index of every position of every ``grid x grid`` cell of an ``h x w`` grid.
+
+    Cells are in row-major order, positions inside a cell too. Cells at the right and bottom edges are
+    cropped when ``grid`` does not divide ``h`` or ``w``: their missing positions hold ``h * w``, one past
+    the last token (:func:`spatial_bonus` points it at a ``-inf`` score). It depends on the grid only, so a
+    caller computes it once per call, not once per block and step.
+
+    Returns:
+        ``(cells, grid * grid)`` int64 indices.
+
+    Example:
+        >>> cell_layout(2, 3, 2)  # cells {0, 1, 3, 4} and {2, 5} (cropped)
+        tensor([[0, 1, 3, 4],
+                [2, 6, 5, 6]])
+    """
+    if grid < 1:
+        raise ValueError(f"grid={grid} is invalid; allowed: a cell size >= 1")
+    hp, wp = -(-h // grid) * grid, -(-w // grid) * grid
+    pos = torch.full((hp, wp), h * w, dtype=torch.long)
+    pos[:h, :w] = torch.arange(h * w).view(h, w)
+    return pos.view(hp // grid, grid, wp // grid, grid).permute(0, 2, 1, 3).reshape(-1, grid * grid).to(device)
+
+
+def cell_argmax(score: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+    """Token index of the highest score in each cell of ``layout`` (ties: the first in the cell's order).
+
+    Three tensor operations whatever the grid (an index, an argmax, a gather), so it costs the same few
+    kernel launches at every size.
+
+    Args:
+        score: ``(B, N)`` scores; ``layout`` may point one past the last token only if ``score`` has a
+            ``-inf`` column there.
+        layout: ``(cells, positions)`` flat token indices (:func:`cell_layout`).
+
+    Returns:
+        ``(B, cells)`` token indices.
+    """
+    local = score[:, layout].argmax(dim=-1, keepdim=True)  # (B, cells, 1): the winner's position in its cell
+    return layout.expand(score.shape[0], -1, -1).gather(2, local).squeeze(2)
+
+
+def patch_argmax(score: torch.Tensor, h: int, w: int, s: int, layout: torch.Tensor | None = None) -> torch.Tensor:
     """Index of the highest-scoring token in each ``s x s`` patch.
 
     Args:
         score: ``(B, h*w)`` scores.
         h, w: grid size; ``s`` must divide both.
         s: patch size.
+        layout: :func:`cell_layout` ``(h, w, s)`` on ``score``'s device, if the caller keeps one.
 
     Returns:
         ``(B, h*w/s**2)`` flat token indices, patches in row-major order.
@@ -62,14 +105,7 @@ def patch_argmax(score: torch.Tensor, h: int, w: int, s: int) -> torch.Tensor:
         tensor([[ 5,  7, 13, 15]])
     """
     check_grid(h, w, s)
-    b = score.shape[0]
-    patches = score.view(b, h // s, s, w // s, s).permute(0, 1, 3, 2, 4).reshape(b, -1, s * s)
-    local = patches.argmax(dim=-1)  # (B, P) position inside the patch
-    py = torch.arange(h // s, device=score.device).repeat_interleave(w // s)
-    px = torch.arange(w // s, device=score.device).repeat(h // s)
-    row = py * s + local // s
-    col = px * s + local % s
-    return row * w + col
+    return cell_argmax(score, cell_layout(h, w, s, score.device) if layout is None else layout)
 
 
 def select_pruned(
@@ -237,18 +273,23 @@ def staleness_term(counts: torch.Tensor, weight: float, norm: int) -> torch.Tens
     return counts.float() * (weight / max(norm, 1))
 
 
-def spatial_bonus(score: torch.Tensor, h: int, w: int, grid: int, bonus: float) -> torch.Tensor:
+def spatial_bonus(
+    score: torch.Tensor, h: int, w: int, grid: int, bonus: float, layout: torch.Tensor | None = None
+) -> torch.Tensor:
     """ToCa's s4: the best token of each ``grid x grid`` cell of an ``h x w`` grid gets ``+ bonus * max``.
 
     Works on any grid, square or not: cells at the right and bottom edges are cropped when ``grid`` does
     not divide ``h`` or ``w``. ``max`` is each sample's largest absolute score (so the bonus is never a
-    penalty when scores are negative, as V-norm scores can be).
+    penalty when scores are negative, as V-norm scores can be). Ties inside a cell go to the first token in
+    the cell's row-major order. Six tensor operations whatever the grid size, eight on a cropped grid (this
+    runs in every partial block of every step).
 
     Args:
         score: ``(B, h*w)`` scores, tokens in row-major order.
         h, w: grid size.
         grid: cell size ``g`` (``<= 1`` or ``bonus == 0`` returns ``score`` unchanged).
         bonus: ``b``.
+        layout: :func:`cell_layout` ``(h, w, grid)`` on ``score``'s device, if the caller keeps one.
 
     Returns:
         ``(B, h*w)`` scores with the bonus added.
@@ -259,19 +300,17 @@ def spatial_bonus(score: torch.Tensor, h: int, w: int, grid: int, bonus: float) 
     """
     if grid <= 1 or bonus == 0:
         return score
-    b = score.shape[0]
-    if score.shape[1] != h * w:
-        raise ValueError(f"{score.shape[1]} tokens do not match the {h}x{w} grid; allowed: scores of h*w tokens")
-    hp, wp = -(-h // grid) * grid, -(-w // grid) * grid
-    padded = torch.full((b, hp, wp), float("-inf"), dtype=score.dtype, device=score.device)
-    padded[:, :h, :w] = score.view(b, h, w)
-    cells = padded.view(b, hp // grid, grid, wp // grid, grid).permute(0, 1, 3, 2, 4).reshape(b, -1, grid * grid)
-    local = cells.argmax(dim=-1)  # (B, cells)
-    cy = torch.arange(hp // grid, device=score.device).repeat_interleave(wp // grid)
-    cx = torch.arange(wp // grid, device=score.device).repeat(hp // grid)
-    idx = (cy * grid + local // grid) * w + (cx * grid + local % grid)  # padded cells never win: each has a real token
-    add = bonus * score.abs().amax(dim=1, keepdim=True).expand(-1, idx.shape[1])  # |max|: V-norm scores can be < 0
-    return score.scatter_add(1, idx, add)
+    b, n = score.shape
+    if n != h * w:
+        raise ValueError(f"{n} tokens do not match the {h}x{w} grid; allowed: scores of h*w tokens")
+    if layout is None:
+        layout = cell_layout(h, w, grid, score.device)
+    src = score
+    if h % grid or w % grid:  # cropped cells read position h*w: a -inf that never wins (each cell has a token)
+        src = torch.cat([score, score.new_full((b, 1), float("-inf"))], dim=1)
+    idx = cell_argmax(src, layout)  # (B, cells)
+    top = torch.linalg.vector_norm(score, ord=float("inf"), dim=1, keepdim=True)  # |max|: V-norm scores can be < 0
+    return score.scatter_add(1, idx, (bonus * top).expand(-1, idx.shape[1]))
 
 
 def select_fresh(score: torch.Tensor, k: int) -> torch.Tensor:

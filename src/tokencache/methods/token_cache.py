@@ -47,6 +47,10 @@ DIT_MODULES: tuple[str, ...] = TOKEN_ROLES
 DIT_SCORES: tuple[str, ...] = ("attention", "cross_entropy", "vnorm", "random")
 #: DuCa step letters: Full, Conservative (a ToCa partial step), Aggressive (every block skipped).
 DUCA_LETTERS: dict[str, str] = {"F": "full", "C": "partial", "A": "aggressive"}
+#: prefix of a block's data key holding the CFG-shared form of its score (``"shared.score"``), or
+#: :data:`UNSHARED` where the selection is not shared over CFG halves.
+SHARED = "shared."
+UNSHARED = "unshared"
 
 
 @dataclass(frozen=True)
@@ -344,6 +348,7 @@ class BlockHook(CallScopedHook):
             value = getattr(box, attr, None)
             if value is not None:
                 data[key] = value
+                data.pop(SHARED + key, None)  # its CFG-shared form is recomputed from the new one
         self.box = Now()
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -457,35 +462,53 @@ class TokenModuleHook(CallScopedHook):
         data, score = st.data(self.block.name), self.block.score
         if score == "random":
             gen = st.get("token.noise", lambda: SeededNoise(self.spec.seed)).get(device)
-            return torch.rand(b, n, generator=gen, device=device)
-        if self.kind == "ff_context":  # text tokens: the V-norm of their joint-attention values
-            s = data.get("score.ctx")
-        elif score == "cross_entropy" and "entropy" in data:
-            s = T.entropy_score(data["entropy"])
-        else:
-            s = data.get("score")
+            return self._cfg_shared(st, torch.rand(b, n, generator=gen, device=device))
+        if score == "cross_entropy" and self.kind != "ff_context" and "entropy" in data:
+            return self._cfg_shared(st, T.entropy_score(data["entropy"]))
+        key = "score.ctx" if self.kind == "ff_context" else "score"  # text tokens: V-norm of their joint values
+        s = data.get(key)
         if s is None or tuple(s.shape) != (b, n):
             return torch.zeros(b, n, device=device)
-        return s
+        return self._kept_shared(st, data, key, s)
+
+    def _kept_shared(self, st: CallState, data: dict, key: str, score: torch.Tensor) -> torch.Tensor:
+        """The CFG-shared form of the block's ``data[key]`` score, computed once per score.
+
+        V-norm and attention scores change on full steps only (:meth:`BlockHook.finish` drops the kept form
+        when it stores a new score), so the block's partial modules and steps until then share one.
+        """
+        kept = data.get(SHARED + key)
+        if kept is None:
+            shared = self._cfg_shared(st, score)
+            # an unshared score is not kept twice (the cache byte count would count it twice)
+            data[SHARED + key] = UNSHARED if shared is score else shared
+            return shared
+        return score if kept is UNSHARED else kept
+
+    def _cfg_shared(self, st: CallState, score: torch.Tensor) -> torch.Tensor:
+        """``score`` with both CFG halves set to their mean, where the spec shares the selection over them."""
+        cfg = st.facts.get("cfg", False)
+        if not self.spec.shares_cfg or score.shape[0] % 2:
+            return score
+        if isinstance(cfg, torch.Tensor):  # inferred on the device: no host sync
+            return torch.where(cfg, T.share_cfg_halves(score), score)
+        return T.share_cfg_halves(score) if cfg else score
 
     def select(self, st: CallState, b: int, n: int, k: int, device: torch.device) -> torch.Tensor:
         """Indices ``(B, k)`` of the tokens to recompute; updates the staleness counters."""
         spec, facts, data = self.spec, st.facts, st.data(self.block.name)
         score = self._base_score(st, b, n, device)
-        cfg = facts.get("cfg", False)
-        if spec.shares_cfg and b % 2 == 0:
-            if isinstance(cfg, torch.Tensor):
-                score = torch.where(cfg, T.share_cfg_halves(score), score)
-            elif cfg:
-                score = T.share_cfg_halves(score)
         stale_key = "stale." + self.kind
         stale = data.get(stale_key)
-        if stale is None or tuple(stale.shape) != (b, n):
-            stale = data[stale_key] = torch.zeros(b, n, dtype=torch.int32, device=device)
+        if stale is None or tuple(stale.shape) != (b, n):  # float32 counts (exact): no cast in the sum below
+            stale = data[stale_key] = torch.zeros(b, n, dtype=torch.float32, device=device)
         total = score + T.staleness_term(stale, spec.staleness_weight, spec.staleness_norm)
         grid = facts.get("grid")
         if spec.spatial_bonus > 0 and grid is not None and grid[0] * grid[1] == n:
-            total = T.spatial_bonus(total, grid[0], grid[1], spec.spatial_grid, spec.spatial_bonus)
+            h, w, g = grid[0], grid[1], spec.spatial_grid
+            layout = None if g <= 1 else st.get(("token.cells", h, w, g, str(device)),
+                                                lambda: T.cell_layout(h, w, g, device))
+            total = T.spatial_bonus(total, h, w, g, spec.spatial_bonus, layout)
         idx = T.select_fresh(total, k)
         stale += 1
         stale.scatter_(1, idx, 0)

@@ -235,7 +235,9 @@ class PrunedSelfAttentionHook(CallScopedHook):
                 flip = torch.rand(1, generator=gen, device=device) < 0.5
                 score = torch.where(flip, -score, score)
             score = spec.score_weight * score + spec.score_noise * noise
-        base = T.patch_argmax(score, h, w, spec.patch_size)
+        ps = spec.patch_size
+        layout = st.get(("unet.cells", h, w, ps, str(device)), lambda: T.cell_layout(h, w, ps, device))
+        base = T.patch_argmax(score, h, w, ps, layout)
         if spec.align_cfg and st.cfg_halves(b):
             base[b // 2 :] = base[: b // 2]
         return base
