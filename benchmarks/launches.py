@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this che
 import tokencache as tc  # noqa: E402
 from tokencache.harness import registry, shapes  # noqa: E402
 from tokencache.harness.bench.workloads import CHECKPOINT_GUIDANCE  # noqa: E402
-from tokencache.harness.launches import census  # noqa: E402
+from tokencache.harness.launches import census_with  # noqa: E402
 
 #: shape -> published steps (the GPU benchmark's shapes, then SD3.5-medium)
 SHAPES = {"sd15": 50, "sdxl": 30, "dit-xl-2": 50, "pixart-alpha-1024": 20, "flux-dev": 28, "sd35-medium": 28}
@@ -48,14 +48,7 @@ def measure(name: str, steps: int, specs: list[str] | None) -> list[dict]:
     for spec in ["none", *specs]:
         cfg = None if spec == "none" else registry.parse_method(spec)
         t0 = time.perf_counter()
-        if cfg is not None:
-            tc.apply(model, cfg, num_inference_steps=steps, cfg=guidance > 1.0 and family in CFG_BATCHED)
-        try:
-            c = census(model, loop, cfg, steps)
-            s = tc.summary(model) if cfg is not None else None
-        finally:
-            if cfg is not None:
-                tc.remove(model)
+        c, s = census_with(model, loop, cfg, steps, cfg=guidance > 1.0 and family in CFG_BATCHED)
         base = base or c
         macs = s.macs_ratio if s is not None else 1.0
         rows.append(dict(

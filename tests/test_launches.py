@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import tokencache as tc
 from tokencache.harness import registry, shapes
-from tokencache.harness.launches import LaunchCounter, census, step_kinds
+from tokencache.harness.launches import LaunchCounter, census_with, step_kinds
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 6
@@ -45,16 +45,8 @@ def test_step_kinds_follow_the_plan_per_context():
 def _meta_census(name: str, spec: str | None) -> tuple:
     model, family = shapes.build_model(name, dtype=torch.bfloat16, device="meta")
     loop = shapes.make_loop(model, family, shapes.MODELS[name][2], 1, STEPS, 4.0)
-    cfg = None if spec is None else registry.parse_method(spec)
-    if cfg is not None:
-        tc.apply(model, cfg, num_inference_steps=STEPS, cfg=True)
-    try:
-        c = census(model, loop, cfg, STEPS)
-        macs = tc.summary(model).macs_ratio if cfg is not None else 1.0
-    finally:
-        if cfg is not None:
-            tc.remove(model)
-    return c, macs, model
+    c, summary = census_with(model, loop, None if spec is None else registry.parse_method(spec), STEPS, cfg=True)
+    return c, (summary.macs_ratio if summary is not None else 1.0), model
 
 
 @pytest.fixture(scope="module")

@@ -173,3 +173,20 @@ def census(model: torch.nn.Module, loop: Any, config: Any = None, steps: int | N
     out.ops = counter.ops
     out.kinds = step_kinds(config, steps or len(out.per_call), len(out.per_call))
     return out
+
+
+def census_with(model: torch.nn.Module, loop: Any, config: Any, steps: int, cfg: bool | None = None) -> tuple:
+    """:func:`census` of one generation with ``config`` applied (``None``: uncached), then removed.
+
+    Returns:
+        ``(Census, tc.summary(model))``; the summary is ``None`` for the uncached generation.
+    """
+    from . import registry
+
+    if config is None:
+        return census(model, loop, None, steps), None
+    registry.apply(model, config, num_inference_steps=steps, cfg=cfg)
+    try:
+        return census(model, loop, config, steps), registry.summary(model)
+    finally:
+        registry.remove(model)
